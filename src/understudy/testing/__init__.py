@@ -1,0 +1,1 @@
+"""Shipped fakes for tests, demos and benchmarks: a fake teacher server and tiny models."""
