@@ -76,6 +76,64 @@ class Settings(BaseSettings):
         128, description="Longest student input in tokens; longer inputs are truncated."
     )
 
+    # --- switch loop (routing and the worker) ---
+    target_agreement: float = Field(
+        0.98,
+        description="Agreement with the teacher a student must keep on the calls it answers "
+        "(per-task override in the store).",
+    )
+    audit_rate: float = Field(
+        0.05,
+        description="Fraction of student-answered calls also sent to the teacher in the "
+        "background to measure live agreement.",
+    )
+    heldout_fraction: float = Field(
+        0.2, description="Fraction of calls kept out of training for evaluation (by call-id hash)."
+    )
+    min_heldout_for_switch: int = Field(
+        200,
+        description="Fewest held-out examples a student must be evaluated on before it may "
+        "answer any call.",
+    )
+    min_coverage_for_cascade: float = Field(
+        0.1,
+        description="Smallest share of held-out calls the student must be able to answer at the "
+        "target agreement before a task leaves shadow mode.",
+    )
+    full_coverage_for_student: float = Field(
+        0.99,
+        description="Held-out coverage at the target agreement needed to move cascade -> student.",
+    )
+    live_window: int = Field(
+        300,
+        description="Number of most recent student-vs-teacher comparisons in the live "
+        "agreement window.",
+    )
+    min_live_for_rollback: int = Field(
+        30, description="Fewest live comparisons before the worker may roll a task back."
+    )
+    first_train_labels: int = Field(
+        200, description="Labelled training calls a task needs before its first student."
+    )
+    retrain_growth: float = Field(
+        0.25, description="Retrain when the labelled training data grew by this fraction."
+    )
+    student_kinds: list[str] = Field(
+        ["ngram", "probe"],
+        description="Students the worker trains for each task, cheapest first "
+        "(ngram, probe, finetune, distill).",
+    )
+    encoder_student_min_labels: int = Field(
+        500, description="Labelled training calls before encoder students (probe and up) train."
+    )
+    worker_poll_s: float = Field(2.0, description="Seconds between the worker's passes.")
+    model_refresh_s: float = Field(
+        1.0, description="Seconds between the gateway's checks for a newly promoted student."
+    )
+    start_worker: bool = Field(
+        True, description="Whether `understudy serve` also starts the worker process."
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,
