@@ -125,3 +125,9 @@ class ConfigurationError(UnderstudyError):
     """A setting is missing or inconsistent; the message says how to fix it."""
 
     code = "configuration_error"
+
+
+class InsufficientData(InvalidRequest):
+    """Too few labelled examples (or too few distinct labels) to train or evaluate a student."""
+
+    code = "insufficient_data"
