@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         1_000_000, description="Largest accepted request body, in bytes; larger gets 413."
     )
+    template_min_calls: int = Field(
+        20,
+        description="Logged calls of a task needed before its prompt template (the text shared "
+        "by all user messages) is learned and stripped from student inputs.",
+    )
+    log_level: str = Field("info", description="Log level of `understudy serve` (uvicorn's).")
 
     # --- students ---
     base_encoder: Path | None = Field(
