@@ -47,6 +47,8 @@ class CallRecord:
     completion_tokens: int | None = None
     error: str | None = None
     created_at: datetime | None = None
+    student_labels: dict[str, str] | None = None
+    agreed: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class CallRow:
     error: str | None
     heldout: bool
     created_at: datetime
+    student_labels: dict[str, str] | None = None
+    agreed: bool | None = None
 
 
 @dataclass(frozen=True)

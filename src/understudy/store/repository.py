@@ -104,6 +104,8 @@ def _call_of(row: Row[Any]) -> CallRow:
         error=row.error,
         heldout=row.heldout,
         created_at=row.created_at,
+        student_labels=row.student_labels,
+        agreed=row.agreed,
     )
 
 
@@ -512,6 +514,8 @@ class Store:
                     error=record.error,
                     heldout=is_heldout(record.id, self.heldout_fraction),
                     created_at=created_at,
+                    student_labels=record.student_labels,
+                    agreed=record.agreed,
                 )
             )
             source = record.label_source

@@ -83,7 +83,10 @@ calls = sa.Table(
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("heldout", sa.Boolean, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("student_labels", sa.JSON, nullable=True),
+    sa.Column("agreed", sa.Boolean, nullable=True),
     sa.Index("ix_calls_task_created", "task_id", "created_at"),
+    sa.Index("ix_calls_task_agreed", "task_id", "agreed", "created_at"),
 )
 
 labels = sa.Table(
