@@ -1,0 +1,50 @@
+"""``create_app``: the gateway's FastAPI application, wired from settings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from understudy import __version__
+from understudy.gateway import chat, feedback, health, models
+from understudy.gateway.errors import install_error_handlers
+from understudy.gateway.middleware import RequestIdMiddleware
+from understudy.gateway.upstream import Upstream
+from understudy.settings import Settings
+from understudy.store import Store, open_store
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
+    """The gateway app. ``app.state`` holds ``settings``, ``store`` and ``upstream``.
+
+    A store passed in stays open after shutdown (its owner closes it); one opened here from
+    ``settings`` is closed with the app.
+    """
+    settings = settings or Settings()
+    owns_store = store is None
+    store = store or open_store(settings)
+    upstream = Upstream(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await upstream.aclose()
+        if owns_store:
+            store.close()
+
+    app = FastAPI(
+        title="understudy",
+        version=__version__,
+        summary="OpenAI-compatible gateway that shadows an LLM classifier",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.upstream = upstream
+    install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
+    for module in (chat, models, feedback, health):
+        app.include_router(module.router)
+    return app

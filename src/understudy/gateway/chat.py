@@ -1,0 +1,313 @@
+"""``POST /v1/chat/completions``: the OpenAI-compatible entry point of every call.
+
+A call is parsed, its task detected (``understudy.tasks.detect_task``) and its student input
+extracted; ``route`` then decides who answers. The teacher path forwards the request unchanged
+to the upstream, logs the call (committed before the response leaves; for a stream, before its
+final ``[DONE]`` event) and returns the upstream's answer unchanged. Calls that are not
+classification calls take the same path without a task.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import httpx
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from understudy.errors import InvalidRequest, UpstreamError
+from understudy.gateway.answers import (
+    DONE_DATA,
+    SseEvent,
+    StreamAssembler,
+    soft_labels,
+    sse_events,
+    usage_tokens,
+)
+from understudy.gateway.body import read_json_object
+from understudy.gateway.state import request_id_of, settings_of, store_of, upstream_of
+from understudy.gateway.upstream import returned_headers, upstream_failure
+from understudy.routing.decide import AnsweredBy, Route
+from understudy.store import CallKind, CallRecord, Store
+from understudy.tasks import (
+    TASK_HEADER,
+    AnswerVia,
+    LabelSource,
+    Task,
+    TaskSpec,
+    answer_object,
+    detect_task,
+    extract_input,
+    parse_labels,
+    user_text,
+)
+
+logger = logging.getLogger(__name__)
+router = APIRouter()
+
+ANSWERED_BY_HEADER = "x-understudy-answered-by"
+UPSTREAM_PATH = "/chat/completions"
+
+
+@dataclass(frozen=True)
+class ChatCall:
+    """One chat-completion call as the gateway sees it.
+
+    ``body`` is the raw request, forwarded byte for byte. ``task`` is None for calls that are not
+    classification calls. ``input_text`` is what a student reads (the user text with the task's
+    template stripped). ``started`` is ``time.perf_counter()`` when the body was read.
+    """
+
+    request_id: str
+    body: bytes
+    payload: dict[str, Any]
+    stream: bool
+    upstream_headers: dict[str, str]
+    task: Task | None
+    via: AnswerVia | None
+    user_text: str
+    input_text: str
+    started: float
+
+
+def _validate(payload: dict[str, Any]) -> None:
+    """The checks the OpenAI API makes first, so obviously bad calls never reach the teacher."""
+    if not isinstance(payload.get("model"), str) or not payload["model"]:
+        raise InvalidRequest("'model' is required and must be a string", param="model")
+    messages = payload.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' must be a non-empty array", param="messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise InvalidRequest(f"messages[{i}] must be an object with a 'role'", param="messages")
+
+
+def _resolve(store: Store, spec: TaskSpec, text: str) -> tuple[Task, str]:
+    """Register (or find) the task version and strip its learned template from ``text``."""
+    task = store.register_task(spec)
+    prefix, suffix = store.template(task)
+    return task, extract_input(text, prefix, suffix)
+
+
+async def _prepare(request: Request, body: bytes, payload: dict[str, Any]) -> ChatCall:
+    started = time.perf_counter()
+    spec = detect_task(payload, request.headers.get(TASK_HEADER))
+    text = user_text(payload["messages"])
+    task, input_text = None, text
+    if spec is not None:
+        task, input_text = await anyio.to_thread.run_sync(_resolve, store_of(request), spec, text)
+    return ChatCall(
+        request_id=request_id_of(request),
+        body=body,
+        payload=payload,
+        stream=payload.get("stream") is True,
+        upstream_headers=upstream_of(request).headers(request.headers),
+        task=task,
+        via=spec.via if spec is not None else None,
+        user_text=text,
+        input_text=input_text,
+        started=started,
+    )
+
+
+async def route(request: Request, call: ChatCall) -> Route:
+    """Who answers a classification call. The teacher answers everything until
+    ``understudy.routing`` plugs its student/cascade decision in here."""
+    return Route(AnsweredBy.TEACHER)
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    """Answer an OpenAI chat-completion request (see the module docstring)."""
+    body, payload = await read_json_object(request, settings_of(request).max_body_bytes)
+    _validate(payload)
+    call = await _prepare(request, body, payload)
+    if call.task is None:  # not a classification call: pass through
+        return await answer_with_teacher(request, call)
+    decision = await route(request, call)
+    # ``route`` only decides for the teacher so far; the student path branches off here.
+    assert decision.answered_by is AnsweredBy.TEACHER
+    return await answer_with_teacher(request, call)
+
+
+# --- the teacher path ----------------------------------------------------------------------
+
+
+def _record(
+    call: ChatCall,
+    *,
+    response: dict[str, Any] | None,
+    status_code: int,
+    error: str | None = None,
+) -> CallRecord:
+    """The log entry for a call the upstream answered (or failed to)."""
+    labels: dict[str, str] = {}
+    soft = None
+    if call.task is not None and status_code == 200 and response is not None:
+        labels = parse_labels(call.task.heads, answer_object(response))
+        soft = soft_labels(call.task.heads, response)
+    prompt_tokens, completion_tokens = usage_tokens(response)
+    model = (response or {}).get("model") or call.payload.get("model")
+    return CallRecord(
+        id=call.request_id,
+        kind=CallKind.CLASSIFICATION if call.task is not None else CallKind.PASSTHROUGH,
+        request=call.payload,
+        response=response,
+        status_code=status_code,
+        task=call.task,
+        stream=call.stream,
+        user_text=call.user_text,
+        input_text=call.input_text,
+        labels=labels or None,
+        label_source=LabelSource.TEACHER if labels else None,
+        soft_labels=soft,
+        answered_by=AnsweredBy.TEACHER.value if status_code < 500 else None,
+        teacher_model=str(model) if model is not None else None,
+        latency_ms=(time.perf_counter() - call.started) * 1000,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        error=error,
+    )
+
+
+async def _log(store: Store, record: CallRecord) -> None:
+    """Commit a call record from a worker thread (never on the event loop)."""
+    await anyio.to_thread.run_sync(store.record_call, record)
+
+
+def _json_or_none(raw: bytes) -> dict[str, Any] | None:
+    try:
+        parsed = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+async def _finish_whole(
+    request: Request, call: ChatCall, upstream_response: httpx.Response, raw: bytes
+) -> Response:
+    """Log a complete (non-streamed) upstream answer and return it unchanged; 5xx and
+    unreadable answers become 502."""
+    store = store_of(request)
+    status = upstream_response.status_code
+    parsed = _json_or_none(raw)
+    failure: UpstreamError | None = None
+    if status >= 500:
+        failure = upstream_failure(upstream_response, raw)
+    elif status == 200 and parsed is None:
+        failure = UpstreamError("upstream answered 200 with a body that is not a JSON object")
+    if failure is not None:
+        await _log(
+            store,
+            _record(call, response=parsed, status_code=failure.status_code, error=failure.message),
+        )
+        raise failure
+    await _log(store, _record(call, response=parsed, status_code=status))
+    headers = returned_headers(upstream_response)
+    if call.task is not None and status == 200:
+        headers[ANSWERED_BY_HEADER] = AnsweredBy.TEACHER.value
+    return Response(
+        content=raw,
+        status_code=status,
+        headers=headers,
+        media_type=upstream_response.headers.get("content-type", "application/json"),
+    )
+
+
+async def answer_with_teacher(request: Request, call: ChatCall) -> Response:
+    """Forward the call to the upstream, log it, and return the upstream's answer unchanged."""
+    store = store_of(request)
+    try:
+        upstream_response = await upstream_of(request).send(
+            "POST", UPSTREAM_PATH, call.upstream_headers, call.body, stream=call.stream
+        )
+    except UpstreamError as exc:
+        await _log(
+            store, _record(call, response=None, status_code=exc.status_code, error=exc.message)
+        )
+        raise
+    if not call.stream or upstream_response.status_code != 200:
+        try:
+            raw = await upstream_response.aread()
+        finally:
+            await upstream_response.aclose()
+        return await _finish_whole(request, call, upstream_response, raw)
+    headers = returned_headers(upstream_response)
+    if call.task is not None:
+        headers[ANSWERED_BY_HEADER] = AnsweredBy.TEACHER.value
+    return _RelayResponse(
+        _relay(store, call, upstream_response), headers=headers, media_type="text/event-stream"
+    )
+
+
+class _RelayResponse(StreamingResponse):
+    """A streaming response that always closes its generator, so ``_relay`` logs the call even
+    when the client hangs up while the generator waits at a ``yield`` (Starlette leaves it
+    suspended then)."""
+
+    def __init__(self, relay: AsyncGenerator[bytes, None], **kwargs: Any) -> None:
+        super().__init__(relay, **kwargs)
+        self._relay = relay
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._relay.aclose()
+
+
+async def _relay(
+    store: Store, call: ChatCall, upstream: httpx.Response
+) -> AsyncGenerator[bytes, None]:
+    """Forward server-sent events as they arrive; log the assembled answer after the last one.
+
+    The final ``[DONE]`` event is held back until the call is committed. When the client goes
+    away mid-stream, the rest of the teacher's answer is still read and logged (shielded from
+    cancellation), because it is a paid-for label.
+    """
+    assembler = StreamAssembler()
+    events = sse_events(upstream.aiter_bytes())
+    done: SseEvent | None = None
+    error: str | None = None
+    try:
+        async for event in events:
+            if event.data.strip() == DONE_DATA:
+                done = event
+                break
+            assembler.feed(event.data)
+            yield event.raw
+    except httpx.HTTPError as exc:
+        error = f"upstream stream broke: {type(exc).__name__}: {exc}"
+        logger.warning("%s (%s)", error, call.request_id)
+    except BaseException:
+        error = "client disconnected"
+        with anyio.CancelScope(shield=True):
+            await _drain(events, assembler)
+        raise
+    finally:
+        # Shielded: a client hanging up cancels this task, and the call must still be logged.
+        with anyio.CancelScope(shield=True):
+            await upstream.aclose()
+            record = _record(call, response=assembler.completion(), status_code=200, error=error)
+            await _log(store, record)
+    if done is not None:
+        yield done.raw
+
+
+async def _drain(events: AsyncIterator[SseEvent], assembler: StreamAssembler) -> None:
+    """Read the rest of an upstream stream into ``assembler`` (best effort)."""
+    try:
+        async for event in events:
+            if event.data.strip() == DONE_DATA:
+                return
+            assembler.feed(event.data)
+    except httpx.HTTPError as exc:
+        logger.warning("upstream stream broke while draining: %s", exc)
