@@ -1,0 +1,364 @@
+"""The fine-tuned student: encoder + one linear head per task head, trained end to end.
+
+The loop reads top to bottom (nanoGPT style): build the model, choose which parameters train and at
+what rate, then epochs of AdamW steps with linear warmup/decay, evaluating on the holdout after
+each epoch and keeping the best weights (early stopping). Targets are probability distributions per
+head, so the distillation trainer only overrides ``targets``, ``example_weights`` and ``loss``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+from torch import Tensor, nn
+
+from understudy.errors import ConfigurationError
+from understudy.models.classifier import StudentModel
+from understudy.models.encoder import BertEncoder, init_weights
+from understudy.models.pretrained import resolve_encoder_dir
+from understudy.models.tokenizer import TOKENIZER_FILE, VOCAB_FILE, encode_batch, load_tokenizer
+from understudy.serving.artifact import ENCODER_DIR, HEADS_FILE, StudentManifest
+from understudy.settings import Settings
+from understudy.tasks import Example, Task
+from understudy.training.artifact import TrainResult, write_run_record
+from understudy.training.calibration import HeadCalibration, calibrate
+from understudy.training.config import FinetuneConfig
+from understudy.training.data import check_examples, data_hash, label_counts, split_holdout
+from understudy.training.lora import add_lora, merge_lora
+from understudy.training.progress import progress_bar
+
+# Tokenizer files copied next to the saved encoder so that the artifact is self-contained.
+_TOKENIZER_FILES = (TOKENIZER_FILE, VOCAB_FILE, "tokenizer_config.json", "special_tokens_map.json")
+
+
+@dataclass
+class Batch:
+    """Tokenized texts with, per head, target distributions [B, C], a has-label mask [B] and
+    example weights [B]."""
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    targets: dict[str, Tensor]
+    masks: dict[str, Tensor]
+    weights: Tensor
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so that a run is reproducible on the same machine."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def linear_schedule(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """Learning-rate multiplier per step: linear warmup to 1 over ``warmup_steps``, then linear
+    decay to 0 at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return factor
+
+
+class FinetuneTrainer:
+    """Trains the fine-tuned student; ``train`` writes a complete encoder artifact."""
+
+    kind = "finetune"
+
+    def __init__(self, config: FinetuneConfig | None = None) -> None:
+        self.config = config or FinetuneConfig()
+
+    # --- what the distillation trainer overrides -------------------------------------------
+
+    def targets(self, task: Task, examples: Sequence[Example]) -> dict[str, Tensor]:
+        """Per head, the target distribution [N, C] of each example: one-hot of its label (rows
+        of examples without that head's label are zero and masked out of the loss)."""
+        out = {}
+        for head in task.heads:
+            target = torch.zeros(len(examples), len(head.labels))
+            for row, example in enumerate(examples):
+                if head.name in example.labels:
+                    target[row, head.labels.index(example.labels[head.name])] = 1.0
+            out[head.name] = target
+        return out
+
+    def example_weights(self, examples: Sequence[Example]) -> Tensor:
+        """Weight [N] of each example in the loss: ``Example.weight``."""
+        return torch.tensor([e.weight for e in examples], dtype=torch.float32)
+
+    def loss(self, logits: Tensor, targets: Tensor, weights: Tensor, head: str) -> Tensor:
+        """Weighted mean cross-entropy of ``logits`` [B, C] against target distributions [B, C]."""
+        per_example = -(targets * torch.log_softmax(logits, dim=-1)).sum(dim=-1)
+        return (weights * per_example).sum() / weights.sum().clamp(min=1e-8)
+
+    # --- building blocks -------------------------------------------------------------------
+
+    def build_model(self, task: Task, encoder_dir: Path) -> StudentModel:
+        """The pretrained encoder with fresh heads; the top ``reinit_top`` layers re-initialised."""
+        config = self.config
+        encoder = BertEncoder.from_pretrained(encoder_dir)
+        layers = len(encoder.blocks)
+        if config.freeze_bottom + config.reinit_top > layers:
+            raise ConfigurationError(
+                f"freeze_bottom ({config.freeze_bottom}) + reinit_top ({config.reinit_top}) "
+                f"exceeds the encoder's {layers} layers"
+            )
+        for block in list(encoder.blocks)[layers - config.reinit_top :]:
+            block.apply(init_weights)
+        return StudentModel(encoder, task.heads, config.pooling)
+
+    def parameter_groups(self, model: StudentModel) -> list[dict[str, object]]:
+        """AdamW groups: heads at ``head_learning_rate``; encoder layer i of L at
+        ``learning_rate * layer_lr_decay**(L - 1 - i)``, embeddings one step further down; frozen
+        layers left out; no weight decay on biases and LayerNorm weights. With LoRA, pretrained
+        weights are frozen and only the adapters (and re-initialised layers) train."""
+        config = self.config
+        blocks = list(model.encoder.blocks)
+        layers = len(blocks)
+        trainable_from = config.freeze_bottom
+        reinit_from = layers - config.reinit_top
+        model.encoder.embeddings.requires_grad_(False)
+        for block in blocks[:trainable_from]:
+            block.requires_grad_(False)
+        adapted: list[nn.Module] = []
+        if config.lora_rank > 0:
+            for block in blocks[trainable_from:reinit_from]:
+                block.requires_grad_(False)
+            adapted = blocks[trainable_from:reinit_from]
+            add_lora(adapted, config.lora_rank, config.lora_alpha, config.lora_dropout)
+        groups: list[dict[str, object]] = []
+
+        def add(module: nn.Module, lr: float) -> None:
+            decay = [p for n, p in module.named_parameters() if p.requires_grad and p.ndim >= 2]
+            plain = [p for n, p in module.named_parameters() if p.requires_grad and p.ndim < 2]
+            if decay:
+                groups.append({"params": decay, "lr": lr, "weight_decay": config.weight_decay})
+            if plain:
+                groups.append({"params": plain, "lr": lr, "weight_decay": 0.0})
+
+        if config.freeze_bottom == 0 and config.lora_rank == 0:
+            model.encoder.embeddings.requires_grad_(True)
+            add(model.encoder.embeddings, config.learning_rate * config.layer_lr_decay**layers)
+        for index in range(trainable_from, layers):
+            lr = config.learning_rate * config.layer_lr_decay ** (layers - 1 - index)
+            add(blocks[index], lr)
+        add(model.classifiers, config.head_learning_rate)
+        return groups
+
+    def batches(
+        self,
+        task: Task,
+        examples: Sequence[Example],
+        tokenizer: Tokenizer,
+        *,
+        shuffle: bool,
+        generator: random.Random,
+    ) -> list[Batch]:
+        """Examples cut into tokenized batches of ``batch_size`` (shuffled when training)."""
+        order = list(range(len(examples)))
+        if shuffle:
+            generator.shuffle(order)
+        targets = self.targets(task, examples)
+        weights = self.example_weights(examples)
+        batches = []
+        for start in range(0, len(order), self.config.batch_size):
+            rows = order[start : start + self.config.batch_size]
+            input_ids, attention_mask = encode_batch(tokenizer, [examples[i].text for i in rows])
+            index = torch.tensor(rows)
+            batches.append(
+                Batch(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    targets={name: t[index] for name, t in targets.items()},
+                    masks={name: t[index].sum(dim=-1) > 0 for name, t in targets.items()},
+                    weights=weights[index],
+                )
+            )
+        return batches
+
+    def batch_loss(self, model: StudentModel, batch: Batch) -> Tensor:
+        """Sum over heads of each head's loss on the examples that carry its label."""
+        logits = model(batch.input_ids, batch.attention_mask)
+        total = torch.zeros(())
+        for name, head_logits in logits.items():
+            mask = batch.masks[name]
+            if mask.any():
+                total = total + self.loss(
+                    head_logits[mask], batch.targets[name][mask], batch.weights[mask], name
+                )
+        return total
+
+    @torch.inference_mode()
+    def holdout_logits(
+        self, model: StudentModel, task: Task, batches: list[Batch]
+    ) -> dict[str, Tensor]:
+        """Logits per head [N, C] over the holdout batches, in batch order (eval mode)."""
+        model.eval()
+        parts: dict[str, list[Tensor]] = {head.name: [] for head in task.heads}
+        for batch in batches:
+            for name, logits in model(batch.input_ids, batch.attention_mask).items():
+                parts[name].append(logits)
+        return {name: torch.cat(chunks) for name, chunks in parts.items()}
+
+    @staticmethod
+    def _hard_targets(task: Task, holdout: Sequence[Example]) -> dict[str, np.ndarray]:
+        """Label index per holdout example and head, -1 where the example has no label."""
+        return {
+            head.name: np.array(
+                [
+                    head.labels.index(e.labels[head.name]) if head.name in e.labels else -1
+                    for e in holdout
+                ],
+                dtype=np.int64,
+            )
+            for head in task.heads
+        }
+
+    @staticmethod
+    def _score(logits: dict[str, Tensor], hard: dict[str, np.ndarray]) -> tuple[float, float]:
+        """(mean accuracy over heads, minus mean NLL over heads) on the holdout: higher is
+        better; accuracy decides and NLL breaks ties (it moves when accuracy on a small holdout
+        does not)."""
+        accuracies, losses = [], []
+        for name, head_logits in logits.items():
+            labelled = hard[name] >= 0
+            target = torch.from_numpy(hard[name][labelled])
+            chosen = head_logits[torch.from_numpy(labelled)]
+            accuracies.append(float((chosen.argmax(dim=-1) == target).float().mean()))
+            losses.append(float(nn.functional.cross_entropy(chosen, target)))
+        return float(np.mean(accuracies)), -float(np.mean(losses))
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def train(self, task: Task, examples: list[Example], out_dir: Path) -> TrainResult:
+        """Fine-tune on ``examples`` minus a holdout, early-stop and calibrate on the holdout,
+        write the artifact to ``out_dir``.
+
+        Raises InsufficientData when a head has too few labels, ConfigurationError for
+        inconsistent options or a missing encoder.
+        """
+        config = self.config
+        check_examples(task, examples)
+        encoder_dir = config.encoder_dir or resolve_encoder_dir(Settings())
+        seed_everything(config.seed)
+        generator = random.Random(config.seed)
+        started = time.perf_counter()
+
+        train, holdout = split_holdout(examples, task, config.holdout_fraction, config.seed)
+        tokenizer = load_tokenizer(encoder_dir, config.max_length)
+        model = self.build_model(task, encoder_dir)
+        groups = self.parameter_groups(model)
+        optimizer = torch.optim.AdamW(groups)
+        steps_per_epoch = math.ceil(len(train) / config.batch_size)
+        total_steps = steps_per_epoch * config.epochs
+        warmup = max(1, round(config.warmup_fraction * total_steps))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, linear_schedule(warmup, total_steps)
+        )
+        holdout_batches = self.batches(task, holdout, tokenizer, shuffle=False, generator=generator)
+        hard = self._hard_targets(task, holdout)
+        trainable = [p for group in groups for p in group["params"]]  # type: ignore[attr-defined]
+
+        best_score = self._score(self.holdout_logits(model, task, holdout_batches), hard)
+        best_state = copy.deepcopy(model.state_dict())
+        best_epoch, stale, history = 0, 0, []
+        with progress_bar(f"fine-tuning ({self.kind})", total_steps, config.progress) as advance:
+            for epoch in range(1, config.epochs + 1):
+                model.train()
+                epoch_loss = 0.0
+                batches = self.batches(task, train, tokenizer, shuffle=True, generator=generator)
+                for batch in batches:
+                    loss = self.batch_loss(model, batch)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()  # type: ignore[no-untyped-call]
+                    nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    epoch_loss += float(loss.detach())
+                    advance(1)
+                score = self._score(self.holdout_logits(model, task, holdout_batches), hard)
+                history.append(
+                    {
+                        "epoch": epoch,
+                        "train_loss": epoch_loss / len(batches),
+                        "holdout_accuracy": score[0],
+                        "holdout_nll": -score[1],
+                    }
+                )
+                if score > best_score:
+                    best_score, best_epoch, stale = score, epoch, 0
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    stale += 1
+                    if stale >= config.patience:
+                        advance(steps_per_epoch * (config.epochs - epoch))
+                        break
+        model.load_state_dict(best_state)
+        trained = time.perf_counter()
+
+        logits = self.holdout_logits(model, task, holdout_batches)
+        calibration: dict[str, HeadCalibration] = {}
+        for head in task.heads:
+            labelled = hard[head.name] >= 0
+            calibration[head.name] = calibrate(
+                logits[head.name].numpy().astype(np.float64)[labelled], hard[head.name][labelled]
+            )
+        merge_lora(model)
+        self.save(model, task, encoder_dir, out_dir, calibration)
+        finished = time.perf_counter()
+
+        result = TrainResult(
+            kind=self.kind,
+            out_dir=out_dir,
+            n_train=len(train),
+            n_holdout=len(holdout),
+            data_hash=data_hash(examples),
+            calibration=calibration,
+            timings_s={
+                "train": trained - started,
+                "calibrate_and_save": finished - trained,
+                "total": finished - started,
+            },
+            extra={"best_epoch": best_epoch, "history": history, "base_encoder": str(encoder_dir)},
+        )
+        counts = label_counts(task, examples)
+        write_run_record(out_dir, result=result, task=task, config=config, label_counts=counts)
+        return result
+
+    def save(
+        self,
+        model: StudentModel,
+        task: Task,
+        encoder_dir: Path,
+        out_dir: Path,
+        calibration: dict[str, HeadCalibration],
+    ) -> None:
+        """Write ``encoder/`` (weights, tokenizer), ``heads.safetensors`` and ``student.json``."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        saved = model.encoder.save_pretrained(out_dir / ENCODER_DIR)
+        for name in _TOKENIZER_FILES:
+            if (Path(encoder_dir) / name).is_file():
+                shutil.copyfile(Path(encoder_dir) / name, saved / name)
+        model.save_heads(out_dir / HEADS_FILE)
+        StudentManifest(
+            kind=self.kind,
+            task=task.key,
+            task_version=task.version,
+            heads=task.heads,
+            max_length=self.config.max_length,
+            pooling=self.config.pooling,
+            temperatures={name: c.temperature for name, c in calibration.items()},
+            base_encoder=str(Path(encoder_dir).resolve()),
+        ).write(out_dir)

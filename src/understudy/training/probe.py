@@ -1,0 +1,171 @@
+"""The probe student: frozen encoder embeddings + logistic regression per head.
+
+The regression is stored as a linear head (``heads.safetensors``), with the feature
+standardisation folded into its weights, so serving runs exactly the fine-tuned students' path:
+encoder -> pooling -> linear head -> ``softmax(logits / T)``. The encoder is not copied: the
+artifact's ``base_encoder`` points at it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from understudy.models.encoder import BertEncoder
+from understudy.models.pretrained import resolve_encoder_dir
+from understudy.models.tokenizer import load_tokenizer
+from understudy.serving.artifact import StudentManifest
+from understudy.settings import Settings
+from understudy.tasks import Example, Head, Task
+from understudy.training.artifact import TrainResult, write_heads, write_run_record
+from understudy.training.calibration import HeadCalibration, calibrate
+from understudy.training.config import ProbeConfig
+from understudy.training.data import check_examples, data_hash, label_counts, split_holdout
+from understudy.training.embeddings import EmbeddingCache, embed_texts
+
+# Logit given to a label the regression never saw: softmax probability ~e^-30 next to real ones.
+UNSEEN_LABEL_LOGIT = -30.0
+
+LinearHead = tuple[NDArray[np.float64], NDArray[np.float64]]
+
+
+def fit_linear_head(
+    head: Head,
+    features: NDArray[Any],
+    labels: list[str],
+    weights: NDArray[Any],
+    config: ProbeConfig,
+) -> LinearHead:
+    """Logistic regression on standardised features, returned as (weight [n_labels, hidden],
+    bias [n_labels]) acting on the raw features, columns in ``head.labels`` order."""
+    scaler = StandardScaler().fit(features)
+    model = LogisticRegression(C=config.c, max_iter=1000, random_state=config.seed)
+    model.fit(scaler.transform(features), labels, sample_weight=weights)
+    coef, intercept = model.coef_, model.intercept_
+    if coef.shape[0] == 1:
+        # Binary regression gives one score s for classes_[1]; logits (-s/2, s/2) have the same
+        # softmax as sigmoid(s).
+        coef = np.vstack([-coef[0] / 2, coef[0] / 2])
+        intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+    # Fold standardisation in: w·(x - mu)/sigma + b = (w/sigma)·x + (b - (w/sigma)·mu).
+    scaled = coef / scaler.scale_
+    shifted = intercept - scaled @ scaler.mean_
+    weight = np.zeros((len(head.labels), features.shape[1]))
+    bias = np.full(len(head.labels), UNSEEN_LABEL_LOGIT)
+    for row, label in enumerate(model.classes_):
+        column = head.labels.index(str(label))
+        weight[column], bias[column] = scaled[row], shifted[row]
+    return weight, bias
+
+
+def _head_rows(head: Head, examples: list[Example]) -> list[int]:
+    return [i for i, e in enumerate(examples) if head.name in e.labels]
+
+
+class ProbeTrainer:
+    """Trains the probe student; ``train`` writes a complete ``kind="probe"`` artifact."""
+
+    kind = "probe"
+
+    def __init__(self, config: ProbeConfig | None = None) -> None:
+        self.config = config or ProbeConfig()
+
+    def _fit_heads(
+        self, task: Task, examples: list[Example], features: NDArray[Any]
+    ) -> dict[str, LinearHead]:
+        heads = {}
+        for head in task.heads:
+            rows = _head_rows(head, examples)
+            heads[head.name] = fit_linear_head(
+                head,
+                features[rows],
+                [examples[i].labels[head.name] for i in rows],
+                np.array([examples[i].weight for i in rows]),
+                self.config,
+            )
+        return heads
+
+    def train(self, task: Task, examples: list[Example], out_dir: Path) -> TrainResult:
+        """Embed every text (cached), fit and calibrate the heads, write the artifact.
+
+        Raises InsufficientData when a head has too few labels, ConfigurationError when no
+        encoder is configured or installed.
+        """
+        config = self.config
+        check_examples(task, examples)
+        encoder_dir = config.encoder_dir or resolve_encoder_dir(Settings())
+        started = time.perf_counter()
+        cache = EmbeddingCache(encoder_dir, config.max_length, config.pooling, config.cache_dir)
+        texts = [e.text for e in examples]
+        missing = cache.missing(texts)
+        if missing:
+            encoder = BertEncoder.from_pretrained(encoder_dir)
+            tokenizer = load_tokenizer(encoder_dir, config.max_length)
+            vectors = embed_texts(
+                encoder,
+                tokenizer,
+                missing,
+                pooling=config.pooling,
+                batch_size=config.batch_size,
+                show_progress=config.progress,
+            )
+            cache.add(missing, vectors)
+            cache.save()
+        embedded = time.perf_counter()
+
+        train, holdout = split_holdout(examples, task, config.holdout_fraction, config.seed)
+        train_features = cache.get([e.text for e in train])
+        heads = self._fit_heads(task, train, train_features)
+        holdout_features = cache.get([e.text for e in holdout])
+        calibration: dict[str, HeadCalibration] = {}
+        for head in task.heads:
+            rows = _head_rows(head, holdout)
+            weight, bias = heads[head.name]
+            targets = [head.labels.index(holdout[i].labels[head.name]) for i in rows]
+            calibration[head.name] = calibrate(
+                holdout_features[rows] @ weight.T + bias, np.array(targets, dtype=np.int64)
+            )
+        if config.refit_on_all:
+            heads = self._fit_heads(task, examples, cache.get(texts))
+        finished = time.perf_counter()
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_heads(out_dir, heads)
+        result = TrainResult(
+            kind=self.kind,
+            out_dir=out_dir,
+            n_train=len(examples) if config.refit_on_all else len(train),
+            n_holdout=len(holdout),
+            data_hash=data_hash(examples),
+            calibration=calibration,
+            timings_s={
+                "embed": embedded - started,
+                "fit": finished - embedded,
+                "total": finished - started,
+            },
+            extra={"embedded_texts": len(missing), "cached_texts": len(cache)},
+        )
+        StudentManifest(
+            kind=self.kind,
+            task=task.key,
+            task_version=task.version,
+            heads=task.heads,
+            max_length=config.max_length,
+            pooling=config.pooling,
+            temperatures=result.temperatures,
+            base_encoder=str(Path(encoder_dir).resolve()),
+        ).write(out_dir)
+        write_run_record(
+            out_dir,
+            result=result,
+            task=task,
+            config=config,
+            label_counts=label_counts(task, examples),
+        )
+        return result
