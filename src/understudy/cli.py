@@ -172,3 +172,152 @@ def pretrain(
         f"pretrained on {len(texts)} texts in {result.seconds:.0f} s: held-out MLM loss "
         f"{result.heldout_loss:.3f}, accuracy {result.heldout_accuracy:.1%} -> {result.out_dir}"
     )
+
+
+@app.command()
+def train(
+    task: Annotated[str, typer.Argument(help="Task key.")],
+    student: Annotated[str, typer.Option(help="ngram | probe | finetune | distill")] = "ngram",
+    data: Annotated[
+        Path | None,
+        typer.Option(help='JSONL of {"text", "labels": {head: label}} instead of the store.'),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default 0).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs (not probe).")] = None,
+    encoder: Annotated[
+        Path | None, typer.Option(help="Base encoder directory (probe/finetune/distill).")
+    ] = None,
+    max_length: Annotated[
+        int | None, typer.Option(help="Longest input in tokens (probe/finetune/distill).")
+    ] = None,
+    target: Annotated[
+        float | None, typer.Option(help="Agreement target for the threshold (setting default).")
+    ] = None,
+) -> None:
+    """Train a student, evaluate it on held-out calls and publish it as the task's next version."""
+    from rich.console import Console
+
+    from understudy.errors import UnderstudyError
+    from understudy.evaluation.render import report_table, threshold_line
+    from understudy.serving.registry import ModelRegistry
+    from understudy.settings import Settings
+    from understudy.store import open_store
+    from understudy.training.workflow import build_config, task_data, train_and_publish
+
+    settings = Settings()
+    console = Console()
+    store = None if data is not None else open_store(settings)
+    try:
+        config = build_config(
+            student,
+            {"seed": seed, "epochs": epochs, "encoder_dir": encoder, "max_length": max_length},
+        )
+        examples = task_data(task, settings, data=data, store=store)
+        console.print(
+            f"training a {student} student for {task}: {len(examples.train)} examples, "
+            f"{len(examples.heldout)} held out"
+        )
+        published = train_and_publish(
+            student,
+            examples,
+            ModelRegistry(settings.models_dir),
+            config=config,
+            target_agreement=target if target is not None else settings.target_agreement,
+            store=store,
+        )
+    except UnderstudyError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(
+        f"published {task} {published.version} in {published.result.timings_s['total']:.1f} s "
+        f"-> {published.path}"
+    )
+    if published.report is not None:
+        console.print(report_table(published.report))
+        console.print(threshold_line(published.report))
+
+
+@app.command("eval")
+def eval_student(
+    task: Annotated[str, typer.Argument(help="Task key.")],
+    version: Annotated[str | None, typer.Option(help="Student version (default: latest).")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="JSONL of labelled examples to evaluate on (all rows).")
+    ] = None,
+    backend: Annotated[str, typer.Option(help="auto | torch | onnx | onnx-fp32")] = "auto",
+    target: Annotated[
+        float | None, typer.Option(help="Agreement target for the threshold (setting default).")
+    ] = None,
+) -> None:
+    """Evaluate a published student on the held-out calls (or a JSONL file) and show its curve."""
+    from rich.console import Console
+
+    from understudy.errors import UnderstudyError
+    from understudy.evaluation import evaluate
+    from understudy.evaluation.render import report_table, threshold_line
+    from understudy.serving.artifact import StudentManifest
+    from understudy.serving.loader import Backend
+    from understudy.serving.registry import ModelRegistry
+    from understudy.settings import Settings
+    from understudy.store import open_store
+    from understudy.tasks import Task
+    from understudy.training.jsonl import read_examples
+
+    settings = Settings()
+    console = Console()
+    registry = ModelRegistry(settings.models_dir)
+    try:
+        chosen = version or registry.latest(task)
+        if chosen is None:
+            console.print(f"[red]no student for task {task!r}; run `understudy train {task}`[/red]")
+            raise typer.Exit(1)
+        loaded = registry.load(task, chosen, backend=cast(Backend, backend))
+        manifest = StudentManifest.read(registry.path(task, chosen))
+        spec = Task(key=task, version=manifest.task_version, schema={}, heads=manifest.heads)
+        if data is not None:
+            heldout = read_examples(data)
+        else:
+            heldout = open_store(settings).examples(task, manifest.task_version, heldout=True)
+        report = evaluate(
+            loaded,
+            spec,
+            heldout,
+            target if target is not None else settings.target_agreement,
+        )
+    except UnderstudyError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(report_table(report))
+    console.print(threshold_line(report))
+
+
+@app.command()
+def predict(
+    task: Annotated[str, typer.Argument(help="Task key.")],
+    text: Annotated[str, typer.Argument(help="The input text to classify.")],
+    version: Annotated[str | None, typer.Option(help="Student version (default: latest).")] = None,
+    backend: Annotated[str, typer.Option(help="auto | torch | onnx | onnx-fp32")] = "auto",
+) -> None:
+    """Answer one text with a published student: labels and calibrated probabilities."""
+    from rich.console import Console
+
+    from understudy.errors import UnderstudyError
+    from understudy.evaluation.render import prediction_table
+    from understudy.serving.loader import Backend
+    from understudy.serving.registry import ModelRegistry
+    from understudy.settings import Settings
+
+    console = Console()
+    registry = ModelRegistry(Settings().models_dir)
+    try:
+        chosen = version or registry.latest(task)
+        if chosen is None:
+            console.print(f"[red]no student for task {task!r}; run `understudy train {task}`[/red]")
+            raise typer.Exit(1)
+        loaded = registry.load(task, chosen, backend=cast(Backend, backend))
+        (prediction,) = loaded.predict([text])
+    except UnderstudyError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"{task} {chosen} ({loaded.kind}), confidence {prediction.confidence:.3f}")
+    console.print(prediction_table(prediction))

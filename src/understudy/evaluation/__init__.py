@@ -8,7 +8,13 @@ from understudy.evaluation.metrics import (
     macro_f1,
     pick_threshold,
 )
-from understudy.evaluation.report import EvaluationReport, HeadReport, SupportsPredict, evaluate
+from understudy.evaluation.report import (
+    EvaluationReport,
+    HeadReport,
+    SupportsPredict,
+    evaluate,
+    write_heldout_metrics,
+)
 from understudy.stats import wilson_lower_bound
 
 __all__ = [
@@ -23,4 +29,5 @@ __all__ = [
     "macro_f1",
     "pick_threshold",
     "wilson_lower_bound",
+    "write_heldout_metrics",
 ]

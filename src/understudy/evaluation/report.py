@@ -9,9 +9,11 @@ its confidence is ``Prediction.confidence`` (the minimum over heads), exactly wh
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from understudy.errors import InvalidRequest
@@ -23,6 +25,7 @@ from understudy.evaluation.metrics import (
     macro_f1,
     pick_threshold,
 )
+from understudy.serving.artifact import METRICS_FILE
 from understudy.tasks import Example, LabelSource, Prediction, Task
 
 # Points kept in the reported curves: enough for a plot, small enough for metrics.json.
@@ -187,3 +190,13 @@ def evaluate(
         threshold_lower_bound=chosen.lower_bound if chosen else None,
         predict_ms_per_text=elapsed_ms / len(heldout),
     )
+
+
+def write_heldout_metrics(artifact_dir: Path, report: EvaluationReport) -> Path:
+    """Add the report under ``"heldout"`` in the artifact's ``metrics.json`` (before publishing,
+    since published artifacts are checksummed); returns the file's path."""
+    path = Path(artifact_dir) / METRICS_FILE
+    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    metrics["heldout"] = report.to_json()
+    path.write_text(json.dumps(metrics, indent=2) + "\n")
+    return path
