@@ -8,10 +8,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from understudy import __version__
+from understudy.dashboard import router as dashboard_router
 from understudy.gateway import chat, feedback, health, models
 from understudy.gateway.errors import install_error_handlers
 from understudy.gateway.middleware import RequestIdMiddleware
 from understudy.gateway.upstream import Upstream
+from understudy.metrics import install_metrics
 from understudy.settings import Settings
 from understudy.store import Store, open_store
 
@@ -45,6 +47,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.upstream = upstream
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
+    # Added after RequestIdMiddleware so it wraps it and also counts the 500s that one renders.
+    install_metrics(app, store)
     for module in (chat, models, feedback, health):
         app.include_router(module.router)
+    app.include_router(dashboard_router)
     return app

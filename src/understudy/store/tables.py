@@ -87,6 +87,18 @@ calls = sa.Table(
     sa.Column("agreed", sa.Boolean, nullable=True),
     sa.Index("ix_calls_task_created", "task_id", "created_at"),
     sa.Index("ix_calls_task_agreed", "task_id", "agreed", "created_at"),
+    sa.Index(
+        "ix_calls_task_created_cover",
+        "task_id",
+        "created_at",
+        "answered_by",
+        "agreed",
+        "latency_ms",
+    ),
+    sa.Index("ix_calls_task_side_created", "task_id", "answered_by", "created_at"),
+    sa.Index("ix_calls_task_confidence", "task_id", "confidence"),
+    sa.Index("ix_calls_task_id", "task_id", "id"),
+    sa.Index("ix_calls_created", "created_at"),
 )
 
 labels = sa.Table(
@@ -103,6 +115,9 @@ labels = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Index("ix_labels_task", "task_id"),
     sa.Index("ix_labels_call", "call_id"),
+    sa.Index("ix_labels_task_head_value", "task_id", "head", "value"),
+    sa.Index("ix_labels_task_call_source", "task_id", "call_id", "source"),
+    sa.Index("ix_labels_call_source", "call_id", "source"),
 )
 
 events = sa.Table(

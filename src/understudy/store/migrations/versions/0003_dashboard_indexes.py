@@ -1,0 +1,48 @@
+"""Indexes for the dashboard, the review queue and the metrics collector.
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-23
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+# name -> (table, columns); each serves one query family of ``understudy.store.queries``.
+INDEXES = {
+    # rates and charts over time: a covering index, so 100k calls aggregate without row lookups
+    "ix_calls_task_created_cover": (
+        "calls",
+        ["task_id", "created_at", "answered_by", "agreed", "latency_ms"],
+    ),
+    # per-side counts and the newest calls of one side (latency percentiles)
+    "ix_calls_task_side_created": ("calls", ["task_id", "answered_by", "created_at"]),
+    # the review queue's low-confidence slice
+    "ix_calls_task_confidence": ("calls", ["task_id", "confidence"]),
+    # the review queue's random slice: a walk along a task's ids from a random point
+    "ix_calls_task_id": ("calls", ["task_id", "id"]),
+    # the calls browser across all tasks, newest first
+    "ix_calls_created": ("calls", ["created_at"]),
+    # a task's label distribution (under-represented labels)
+    "ix_labels_task_head_value": ("labels", ["task_id", "head", "value"]),
+    # labelled-call counts per task and source, and a task's human (gold) labels
+    "ix_labels_task_call_source": ("labels", ["task_id", "call_id", "source"]),
+    # "has this call a human label yet?" for every review-queue candidate
+    "ix_labels_call_source": ("labels", ["call_id", "source"]),
+}
+
+
+def upgrade() -> None:
+    for name, (table, columns) in INDEXES.items():
+        op.create_index(name, table, columns)
+
+
+def downgrade() -> None:
+    for name, (table, _) in INDEXES.items():
+        op.drop_index(name, table_name=table)

@@ -1,0 +1,99 @@
+"""The dashboard's pages and its small API, through the gateway app."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi.testclient import TestClient
+
+from understudy.dashboard.sample import SeededCall
+from understudy.routing.modes import Mode
+from understudy.store import Store
+
+
+def test_tasks_and_task_pages_render_the_seeded_task(client: TestClient) -> None:
+    tasks = client.get("/ui/tasks")
+    assert tasks.status_code == 200
+    assert 'href="/ui/tasks/sentiment"' in tasks.text and "ready" in tasks.text
+    page = client.get("/ui/tasks/sentiment")
+    assert page.status_code == 200
+    assert page.text.count("<svg") == 4  # volume, agreement/coverage, latency, coverage curve
+    assert "threshold 0.80" in page.text  # the chosen point on the curve
+    assert "gold ↓ / predicted →" in page.text
+    assert client.get("/ui/tasks/sentiment?range=7d").status_code == 200
+    assert client.get("/ui/tasks/sentiment?range=1y").status_code == 400
+    missing = client.get("/ui/tasks/nope")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "unknown_task"
+
+
+def test_mode_change_needs_confirmation_and_is_audited(client: TestClient, store: Store) -> None:
+    form = {"mode": "cascade", "reason": "agreement holds"}
+    first = client.post("/ui/tasks/sentiment/mode", data=form)
+    assert first.status_code == 200 and "mode shadow → cascade" in first.text
+    assert store.task_state("sentiment").mode is Mode.SHADOW
+    done = client.post(
+        "/ui/tasks/sentiment/mode", data={**form, "confirm": "yes"}, follow_redirects=False
+    )
+    assert done.status_code == 303
+    assert store.task_state("sentiment").mode is Mode.CASCADE
+    event = store.events("sentiment", limit=1)[0]
+    assert (event.kind, event.from_mode, event.to_mode) == ("mode", "shadow", "cascade")
+    assert event.reason == "agreement holds (dashboard)"
+    assert "mode changed to cascade" in client.get(done.headers["location"]).text
+    assert client.post("/ui/tasks/sentiment/mode", data={"mode": "cascade"}).status_code == 400
+
+
+def test_threshold_change(client: TestClient, store: Store) -> None:
+    form = {"threshold": "0.9", "reason": "tighter", "confirm": "yes"}
+    assert client.post("/ui/tasks/sentiment/threshold", data=form).status_code == 200
+    assert store.task_state("sentiment").threshold == 0.9
+    assert store.events("sentiment", limit=1)[0].evidence == {"threshold": 0.9}
+    bad = client.post("/ui/tasks/sentiment/threshold", data={**form, "threshold": "2"})
+    assert bad.status_code == 400
+    cleared = client.post("/ui/tasks/sentiment/threshold", data={**form, "threshold": ""})
+    assert cleared.status_code == 200 and store.task_state("sentiment").threshold is None
+
+
+def test_review_api_and_feedback_round_trip(
+    client: TestClient, store: Store, seeded: list[SeededCall]
+) -> None:
+    page = client.get("/ui/tasks/sentiment/review?disagreement=true")
+    assert page.status_code == 200 and 'id="review"' in page.text
+    items = client.get("/ui/api/tasks/sentiment/review", params={"limit": 3}).json()["items"]
+    assert len(items) == 3 and items[0]["reason"] == "disagreement"
+    first = items[0]["call_id"]
+    saved = client.post(
+        "/v1/feedback", json={"request_id": first, "labels": {"sentiment": "neutral"}}
+    )
+    assert saved.status_code == 200
+    after = client.get("/ui/api/tasks/sentiment/review", params={"limit": 3}).json()["items"]
+    assert first not in {i["call_id"] for i in after}
+    undone = client.post(f"/ui/api/labels/{first}/undo").json()
+    assert undone == {"request_id": first, "removed": {"sentiment": "neutral"}}
+    skipped = client.get(
+        "/ui/api/tasks/sentiment/review", params={"limit": 3, "exclude": first}
+    ).json()["items"]
+    assert first not in {i["call_id"] for i in skipped}
+    assert client.get("/ui/api/tasks/sentiment/review?label=oops").status_code == 400
+
+
+def test_export_calls_browser_and_call_page(
+    client: TestClient, store: Store, seeded: list[SeededCall]
+) -> None:
+    export = client.get("/ui/tasks/sentiment/export.jsonl")
+    assert export.status_code == 200
+    assert len(export.text.splitlines()) == store.count_labelled("sentiment")
+    assert json.loads(export.text.splitlines()[0])["source"] == "teacher"
+    assert client.get("/ui/tasks/sentiment/export.csv").text.startswith("text,sentiment,")
+    assert client.get("/ui/tasks/sentiment/export.xml").status_code == 400
+    calls = client.get("/ui/calls", params={"side": "student", "task": "sentiment"})
+    assert calls.status_code == 200
+    shown = calls.text.count('href="/ui/calls/us-')
+    assert shown == min(50, sum(c.answered_by == "student" for c in seeded))
+    assert "Older →" in calls.text
+    call = seeded[0]
+    detail = client.get(f"/ui/calls/{call.id}")
+    assert detail.status_code == 200 and call.text in detail.text
+    assert client.get("/ui/calls/us-missing").status_code == 404
+    assert client.get("/ui/static/review.js").headers["content-type"].startswith("text/javascript")
+    assert client.get("/ui/static/..%2Fviews.py").status_code == 404
