@@ -102,7 +102,13 @@ async def _prepare(request: Request, body: bytes, payload: dict[str, Any]) -> Ch
     text = user_text(payload["messages"])
     task, input_text = None, text
     if spec is not None:
-        task, input_text = await anyio.to_thread.run_sync(_resolve, store_of(request), spec, text)
+        store = store_of(request)
+        task = store.cached_task(spec)
+        template = store.cached_template(task) if task is not None else None
+        if task is not None and template is not None:  # the common case: no database read
+            input_text = extract_input(text, *template)
+        else:
+            task, input_text = await anyio.to_thread.run_sync(_resolve, store, spec, text)
     return ChatCall(
         request_id=request_id_of(request),
         body=body,

@@ -279,13 +279,30 @@ class Store:
             for row in rows
         ]
 
+    def cached_task(self, spec: TaskSpec) -> Task | None:
+        """The task version for ``spec`` if this process has already resolved it, without
+        touching the database (so the gateway can skip a thread hop); else None."""
+        return self._by_fingerprint.get((spec.key, spec.fingerprint))
+
+    def cached_template(self, task: Task) -> tuple[str, str] | None:
+        """``template(task)`` when it can be answered from memory, else None."""
+        task_id = self._ids.get((task.key, task.version))
+        if task_id is None:
+            return None
+        cached, checked_at = self._templates.get(task_id, (None, 0.0))
+        if cached is not None:
+            return cached
+        if time.monotonic() - checked_at < _TEMPLATE_RECHECK_S:
+            return ("", "")
+        return None
+
     def template(self, task: Task) -> tuple[str, str]:
         """The task's learned prompt template ``(prefix, suffix)``; ``("", "")`` until learned."""
+        cached = self.cached_template(task)
+        if cached is not None:
+            return cached
         with self.engine.connect() as conn:
             task_id = self._task_id(conn, task)
-            cached, checked_at = self._templates.get(task_id, (None, 0.0))
-            if cached is not None or time.monotonic() - checked_at < _TEMPLATE_RECHECK_S:
-                return cached or ("", "")
             row = conn.execute(
                 sa.select(t.tasks.c.template_prefix, t.tasks.c.template_suffix).where(
                     t.tasks.c.id == task_id
@@ -491,32 +508,35 @@ class Store:
         created_at = record.created_at or t.utcnow()
         with self.engine.begin() as conn:
             task_id = None if record.task is None else self._task_id(conn, record.task)
+            # Parameters passed beside the statement (not via .values()) keep SQLAlchemy's
+            # compiled-statement cache hot: this insert runs once per gateway call.
             conn.execute(
-                t.calls.insert().values(
-                    id=record.id,
-                    task_id=task_id,
-                    kind=record.kind.value,
-                    stream=record.stream,
-                    request=record.request,
-                    response=record.response,
-                    status_code=record.status_code,
-                    user_text=record.user_text,
-                    input_text=record.input_text,
-                    labels=record.labels,
-                    soft_labels=record.soft_labels,
-                    answered_by=record.answered_by,
-                    student_version=record.student_version,
-                    confidence=record.confidence,
-                    teacher_model=record.teacher_model,
-                    latency_ms=record.latency_ms,
-                    prompt_tokens=record.prompt_tokens,
-                    completion_tokens=record.completion_tokens,
-                    error=record.error,
-                    heldout=is_heldout(record.id, self.heldout_fraction),
-                    created_at=created_at,
-                    student_labels=record.student_labels,
-                    agreed=record.agreed,
-                )
+                t.calls.insert(),
+                {
+                    "id": record.id,
+                    "task_id": task_id,
+                    "kind": record.kind.value,
+                    "stream": record.stream,
+                    "request": record.request,
+                    "response": record.response,
+                    "status_code": record.status_code,
+                    "user_text": record.user_text,
+                    "input_text": record.input_text,
+                    "labels": record.labels,
+                    "soft_labels": record.soft_labels,
+                    "answered_by": record.answered_by,
+                    "student_version": record.student_version,
+                    "confidence": record.confidence,
+                    "teacher_model": record.teacher_model,
+                    "latency_ms": record.latency_ms,
+                    "prompt_tokens": record.prompt_tokens,
+                    "completion_tokens": record.completion_tokens,
+                    "error": record.error,
+                    "heldout": is_heldout(record.id, self.heldout_fraction),
+                    "created_at": created_at,
+                    "student_labels": record.student_labels,
+                    "agreed": record.agreed,
+                },
             )
             source = record.label_source
             if task_id is not None and source is not None and record.labels:
