@@ -105,6 +105,23 @@ class ModelRegistry:
             return version_name(number)
         raise ModelError(f"could not claim a version for {task_key!r} in {parent}")
 
+    def discard_staging(self) -> int:
+        """Delete staging directories left by a writer that died; returns how many.
+
+        Call only when no writer is running (the worker does, at start-up).
+        """
+        if not self.models_dir.is_dir():
+            return 0
+        leftovers = [
+            staging
+            for task_dir in self.models_dir.iterdir()
+            if task_dir.is_dir()
+            for staging in task_dir.glob(f"{_STAGING_PREFIX}*")
+        ]
+        for staging in leftovers:
+            shutil.rmtree(staging, ignore_errors=True)
+        return len(leftovers)
+
     def verify(self, task_key: str, version: str) -> None:
         """Check a published version against its ``checksums.json`` (``ModelError`` if not)."""
         verify_checksums(self.path(task_key, version))

@@ -1,0 +1,200 @@
+"""The worker's loop through the library API: train when due, publish only winners, and move a
+task between modes by the switch policy (real SQLite, real ngram students)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from understudy.routing import Mode
+from understudy.settings import Settings
+from understudy.store import CallKind, CallRecord, Store, open_store, switch
+from understudy.tasks import LabelSource, Task, detect_task
+from understudy.worker import Worker
+
+REQUEST = {
+    "response_format": {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "review",
+            "schema": {
+                "type": "object",
+                "properties": {"sentiment": {"type": "string", "enum": ["negative", "positive"]}},
+                "required": ["sentiment"],
+            },
+        },
+    }
+}
+POSITIVE = ["great", "wonderful", "superb", "delightful", "moving", "brilliant"]
+NEGATIVE = ["awful", "boring", "dreadful", "tedious", "clumsy", "lifeless"]
+FILLER = ["the", "film", "plot", "acting", "story", "was", "really", "quite", "ending", "cast"]
+
+
+def review(rng: random.Random) -> tuple[str, str]:
+    label = rng.choice(["negative", "positive"])
+    words = [*rng.sample(FILLER, 5), rng.choice(POSITIVE if label == "positive" else NEGATIVE)]
+    rng.shuffle(words)
+    return " ".join(words), label
+
+
+@pytest.fixture()
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path,
+        heldout_fraction=0.5,
+        first_train_labels=100,
+        min_heldout_for_switch=150,
+        student_kinds=["ngram"],
+        min_live_for_rollback=20,
+    )
+
+
+@pytest.fixture()
+def store(settings: Settings) -> Store:
+    return open_store(settings)
+
+
+def log_teacher_calls(store: Store, task: Task, count: int, seed: int, start: int = 0) -> None:
+    rng = random.Random(seed)
+    for i in range(start, start + count):
+        text, label = review(rng)
+        store.record_call(
+            CallRecord(
+                id=f"call-{i}",
+                kind=CallKind.CLASSIFICATION,
+                request=REQUEST,
+                response={},
+                status_code=200,
+                task=task,
+                user_text=text,
+                input_text=text,
+                labels={"sentiment": label},
+                label_source=LabelSource.TEACHER,
+                answered_by="teacher",
+            )
+        )
+
+
+@pytest.fixture()
+def task(store: Store) -> Task:
+    spec = detect_task(REQUEST)
+    assert spec is not None
+    return store.register_task(spec)
+
+
+def test_nothing_trains_before_enough_labels(settings: Settings, store: Store, task: Task) -> None:
+    log_teacher_calls(store, task, 50, seed=1)
+    assert Worker(settings, store).run_once() == []
+    assert store.student_runs("review") == []
+
+
+def test_a_good_student_is_published_and_promotes_the_task_to_cascade(
+    settings: Settings, store: Store, task: Task
+) -> None:
+    log_teacher_calls(store, task, 400, seed=2)
+    actions = Worker(settings, store).run_once()
+
+    whats = [a.what for a in actions]
+    assert whats == ["promoted", "mode shadow -> cascade"]
+    state = store.task_state("review")
+    assert state.mode is Mode.CASCADE
+    assert state.serving_version == "v1"
+    assert state.threshold is not None and 0.0 < state.threshold < 1.0
+    run = store.student_runs("review")[0]
+    assert run.status == "promoted" and run.kind == "ngram"
+    assert run.metrics is not None and run.metrics["agreement"] > 0.95
+    assert (settings.models_dir / "review" / "v1" / "student.json").is_file()
+    event = store.events("review")[0]
+    assert event.to_mode == "cascade" and event.evidence is not None
+    assert event.evidence["heldout"]["version"] == "v1"
+
+    # Nothing new to learn from: the next pass does nothing.
+    assert Worker(settings, store).run_once() == []
+
+
+def test_a_candidate_that_does_not_beat_the_serving_student_is_not_published(
+    settings: Settings, store: Store, task: Task
+) -> None:
+    log_teacher_calls(store, task, 400, seed=3)
+    Worker(settings, store).run_once()
+    log_teacher_calls(store, task, 200, seed=4, start=400)  # +50%: retrain is due
+    actions = Worker(settings, store).run_once()
+    assert [a.what for a in actions][:1] in (["rejected"], ["promoted"])
+    versions = [r.version for r in store.student_runs("review") if r.status == "promoted"]
+    assert len(versions) == len(set(versions))
+
+
+def test_live_drift_rolls_the_task_back(settings: Settings, store: Store, task: Task) -> None:
+    log_teacher_calls(store, task, 400, seed=5)
+    worker = Worker(settings, store)
+    worker.run_once()
+    assert store.task_state("review").mode is Mode.CASCADE
+    # The teacher changed its mind: audits of the student's answers now disagree.
+    for i in range(25):
+        call_id = f"student-{i}"
+        store.record_call(
+            CallRecord(
+                id=call_id,
+                kind=CallKind.CLASSIFICATION,
+                request=REQUEST,
+                response={},
+                status_code=200,
+                task=task,
+                user_text="great film",
+                input_text="great film",
+                labels={"sentiment": "positive"},
+                answered_by="student",
+                student_version="v1",
+                confidence=0.99,
+            )
+        )
+        switch.record_audit(store, call_id, {"sentiment": "negative"}, teacher_model="t")
+    actions = worker.run_once()
+    assert [a.what for a in actions] == ["mode cascade -> shadow"]
+    assert "fell below target" in actions[0].detail
+    # The rolled-back version is not promoted again on its old held-out evidence.
+    assert worker.run_once() == []
+    assert store.task_state("review").mode is Mode.SHADOW
+
+
+def test_required_free_text_keeps_a_task_in_shadow(settings: Settings, store: Store) -> None:
+    request = {
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {
+                "name": "triage",
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "urgent": {"type": "boolean"},
+                        "summary": {"type": "string"},
+                    },
+                    "required": ["urgent", "summary"],
+                },
+            },
+        }
+    }
+    spec = detect_task(request)
+    assert spec is not None
+    store.register_task(spec)
+    actions = Worker(settings, store).run_once()
+    assert [a.what for a in actions] == ["blocked"]
+    assert "summary" in actions[0].detail
+    assert Worker(settings, store).run_once() == []
+
+
+def test_recovery_marks_interrupted_runs_and_discards_half_written_artifacts(
+    settings: Settings, store: Store, task: Task
+) -> None:
+    worker = Worker(settings, store)
+    store.start_student_run(task, "ngram")
+    staging = worker.registry.staging_dir("review")
+    (staging / "partial.bin").write_bytes(b"half")
+    worker.recover()
+    assert [r.status for r in store.student_runs("review")] == ["interrupted"]
+    assert not staging.exists()
+    # Training resumes: the interrupted run does not count as done.
+    log_teacher_calls(store, task, 400, seed=6)
+    assert "promoted" in [a.what for a in worker.run_once()]
