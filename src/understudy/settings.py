@@ -8,6 +8,7 @@ Precedence: explicit arguments > environment > TOML file (``UNDERSTUDY_CONFIG``,
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -80,6 +81,15 @@ class Settings(BaseSettings):
     )
     max_length: int = Field(
         128, description="Longest student input in tokens; longer inputs are truncated."
+    )
+
+    student_max_batch: int = Field(
+        32, description="Most concurrent texts the gateway groups into one student call."
+    )
+    student_batch_wait_ms: float = Field(
+        0.0,
+        description="Milliseconds a lone student request waits for others to batch with; 0 "
+        "batches only what queued up while the previous batch ran (no added latency).",
     )
 
     # --- switch loop (routing and the worker) ---
@@ -159,6 +169,19 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'understudy.db').resolve()}"
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``UNDERSTUDY_*`` variables, to hand to a child process (the worker)."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+            env[f"UNDERSTUDY_{name.upper()}"] = text
+        return env
 
     @property
     def models_dir(self) -> Path:
