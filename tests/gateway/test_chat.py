@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
+import httpx
 import openai
 import pytest
 from gateway_support import SENTIMENT_SCHEMA, sentiment_format
 from pydantic import BaseModel
 
 from understudy.settings import Settings
-from understudy.store import CallKind, Store
+from understudy.store import CallKind, Store, open_store
 from understudy.tasks import LabelSource
 from understudy.testing.fake_teacher import FakeTeacher
 from understudy.testing.gateway import run_gateway
@@ -62,7 +63,7 @@ def test_classification_call_matches_teacher_and_is_logged(
     )
     assert call.labels == {"sentiment": "positive", "sarcastic": "true"}
     assert call.status_code == 200 and call.teacher_model == "fake-teacher"
-    assert call.prompt_tokens == expected.usage.prompt_tokens if expected.usage else False
+    assert expected.usage is not None and call.prompt_tokens == expected.usage.prompt_tokens
     assert call.user_text == "Film review:\na good film!\nLabel it."
     assert call.request is not None and call.request["messages"] == kwargs["messages"]
     assert call.latency_ms is not None and call.latency_ms > 0
@@ -213,8 +214,6 @@ def test_template_is_learned_from_logged_calls(client: openai.OpenAI, store: Sto
 
 def test_models_and_health(client: openai.OpenAI, gateway_url: str) -> None:
     assert [m.id for m in client.models.list()] == ["fake-teacher"]
-    import httpx
-
     assert httpx.get(gateway_url.removesuffix("/v1") + "/healthz").json() == {"status": "ok"}
 
 
@@ -227,14 +226,23 @@ def test_calls_survive_a_gateway_restart(fresh_settings: Settings) -> None:
                 model="gpt-x", messages=_messages("good"), response_format=sentiment_format()
             )
             ids.append(raw.headers["x-understudy-request-id"])
-    from understudy.store import open_store
-
     store = open_store(fresh_settings)
     assert [store.get_call(i).task_version for i in ids] == [1, 1]
     assert store.count_labelled("sentiment") == 2
     assert {e.source for e in store.examples("sentiment")} == {LabelSource.TEACHER}
 
 
-def test_teacher_is_shared_state(teacher: FakeTeacher) -> None:
-    # The fake teacher records what it was sent: the gateway forwards the body unchanged.
-    assert all("messages" in r for r in teacher.requests)
+def test_request_reaches_the_teacher_unchanged(client: openai.OpenAI, teacher: FakeTeacher) -> None:
+    # Parameters understudy does not know about are forwarded as sent.
+    client.chat.completions.create(
+        model="gpt-x",
+        messages=_messages("good"),
+        response_format=sentiment_format(),
+        seed=11,
+        temperature=0.0,
+        extra_body={"vendor_option": {"a": [1, 2]}},
+    )
+    sent = teacher.requests[-1]
+    assert sent["seed"] == 11 and sent["temperature"] == 0.0
+    assert sent["vendor_option"] == {"a": [1, 2]}
+    assert sent["messages"] == _messages("good")
