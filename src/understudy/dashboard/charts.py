@@ -15,7 +15,9 @@ from markupsafe import Markup
 WIDTH = 560
 HEIGHT = 180
 # Room around the plot for the axis labels, in SVG units.
-PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 48, 12, 12, 26
+PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 48, 12, 28, 26
+# Baseline of the header band holding the title and the legend.
+HEADER_Y = 15
 PALETTE = ("#2563eb", "#ea580c", "#16a34a", "#9333ea")
 
 
@@ -75,9 +77,8 @@ def line_chart(
                     f'<polyline points="{points}" fill="none" stroke="{colour}" '
                     'stroke-width="1.8"/>'
                 )
-        parts.append(
-            _text(PAD_LEFT + 8 + 120 * index, PAD_TOP + 10, f"■ {line.name}", "start", colour)
-        )
+        legend_x = WIDTH - PAD_RIGHT - 90 * (len(series) - 1 - index)
+        parts.append(_text(legend_x, HEADER_Y, f"■ {line.name}", "end", colour))
     return _svg(title, parts)
 
 
@@ -122,7 +123,7 @@ def curve_chart(
             f'fill="none" stroke="{PALETTE[1]}" stroke-width="2"/>'
         )
         label = f"threshold {chosen:.2f}: {coverage:.0%} covered at {agreement:.1%}"
-        parts.append(_text(PAD_LEFT + 8, PAD_TOP + 10, label, "start", PALETTE[1]))
+        parts.append(_text(WIDTH - PAD_RIGHT, HEADER_Y, label, "end", PALETTE[1]))
     return _svg(title, parts)
 
 
@@ -144,8 +145,13 @@ def _runs(values: Sequence[float | None]) -> list[list[tuple[int, float]]]:
 
 def _frame(title: str, top: str, bottom: str) -> str:
     x2, y2 = WIDTH - PAD_RIGHT, HEIGHT - PAD_BOTTOM
+    heading = (
+        f'<text x="0" y="{HEADER_Y}" font-size="12" font-weight="600" fill="#262626">'
+        f"{escape(title)}</text>"
+    )
     return (
-        f'<rect x="{PAD_LEFT}" y="{PAD_TOP}" width="{x2 - PAD_LEFT}" height="{y2 - PAD_TOP}" '
+        heading
+        + f'<rect x="{PAD_LEFT}" y="{PAD_TOP}" width="{x2 - PAD_LEFT}" height="{y2 - PAD_TOP}" '
         'fill="#fafafa" stroke="#d4d4d4"/>'
         + _text(PAD_LEFT - 4, PAD_TOP + 9, top, "end")
         + _text(PAD_LEFT - 4, y2, bottom, "end")

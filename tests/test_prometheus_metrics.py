@@ -1,0 +1,108 @@
+"""``/metrics``: counters and histograms move with real calls through the gateway, and the store
+gauges read the store at scrape time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+from prometheus_client.parser import text_string_to_metric_families
+
+from understudy.metrics import GatewayMetrics
+from understudy.settings import Settings
+from understudy.store import open_store
+from understudy.testing.fake_teacher import FakeTeacher, run_fake_teacher
+from understudy.testing.gateway import run_gateway
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"sentiment": {"type": "string", "enum": ["negative", "positive"]}},
+    "required": ["sentiment"],
+}
+
+
+def _label(schema: dict[str, Any], text: str) -> dict[str, Any]:
+    return {"sentiment": "positive" if "good" in text else "negative"}
+
+
+def _samples(root: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(f"{root}/metrics").text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def _total(
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
+) -> float:
+    return sum(
+        value
+        for (sample, sample_labels), value in samples.items()
+        if sample == name and labels.items() <= dict(sample_labels).items()
+    )
+
+
+def test_metrics_move_after_real_calls(tmp_path: Path) -> None:
+    teacher = FakeTeacher(_label)
+    with run_fake_teacher(teacher) as teacher_url:
+        settings = Settings(upstream_base_url=teacher_url, data_dir=tmp_path / "data")
+        with run_gateway(settings) as base_url:
+            root = base_url.removesuffix("/v1")
+            before = _samples(root)
+            assert _total(before, "understudy_requests_total") == 0
+            client = openai.OpenAI(base_url=base_url, api_key="test", max_retries=0)
+            fmt: Any = {"type": "json_schema", "json_schema": {"name": "mood", "schema": SCHEMA}}
+            for text in ("good day", "bad day", "good food"):
+                client.chat.completions.create(
+                    model="teacher",
+                    messages=[{"role": "user", "content": text}],
+                    response_format=fmt,
+                )
+            client.chat.completions.create(
+                model="teacher", messages=[{"role": "user", "content": "hello"}]
+            )
+            teacher.fail_status = 500
+            try:
+                client.chat.completions.create(
+                    model="teacher", messages=[{"role": "user", "content": "boom"}]
+                )
+            except openai.APIStatusError as error:
+                assert error.status_code == 502
+            httpx.get(f"{root}/ui/tasks")  # dashboard traffic is not counted
+            after = _samples(root)
+    teacher_ok = _total(after, "understudy_requests_total", side="teacher", status="200")
+    assert teacher_ok == 3
+    assert _total(after, "understudy_requests_total", side="none", status="200") == 1
+    assert _total(after, "understudy_requests_total", status="502") == 1
+    assert _total(after, "understudy_requests_total") == 5
+    assert _total(after, "understudy_request_latency_seconds_count", side="teacher") == 3
+    assert _total(after, "understudy_request_latency_seconds_sum", side="teacher") > 0
+    # Store-backed gauges: the task registered by the calls, in shadow mode, nothing to review.
+    assert _total(after, "understudy_task_mode", task="mood", mode="shadow") == 1
+    assert _total(after, "understudy_review_queue_depth", task="mood") == 0
+
+
+def test_store_gauges_and_confidence_histogram(tmp_path: Path) -> None:
+    store = open_store(Settings(data_dir=tmp_path / "data"))
+    metrics = GatewayMetrics(store)
+    metrics.observe("mood", "student", 200, 0.004, 0.93)
+    metrics.observe("mood", "student", 200, 0.006, 0.55)
+    text = metrics.exposition().decode()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert _total(samples, "understudy_student_confidence_count", task="mood") == 2
+    assert _total(samples, "understudy_student_confidence_bucket", task="mood", le="0.6") == 1
+    assert (
+        _total(samples, "understudy_request_latency_seconds_bucket", side="student", le="0.005")
+        == 1
+    )
+    # Another app in the same process has its own, untouched registry.
+    assert "understudy_student_confidence_count{" not in GatewayMetrics().exposition().decode()
+    store.close()
