@@ -32,14 +32,56 @@ def serve(
 
     from understudy.gateway import create_app
     from understudy.settings import Settings
+    from understudy.worker import spawn_worker_process
 
     settings = Settings()
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.host,
-        port=port or settings.port,
-        log_level=settings.log_level,
+    # Training runs in its own process so it never blocks the gateway's answers.
+    worker = spawn_worker_process(settings) if settings.start_worker else None
+    try:
+        uvicorn.run(
+            create_app(settings),
+            host=host or settings.host,
+            port=port or settings.port,
+            log_level=settings.log_level,
+        )
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=30)
+
+
+@app.command("worker")
+def run_worker(
+    once: Annotated[bool, typer.Option(help="Make one pass over the tasks and exit.")] = False,
+) -> None:
+    """Run the worker: train, evaluate and publish students; move tasks between modes."""
+    import logging
+    import signal
+    import threading
+
+    from rich.console import Console
+
+    from understudy.settings import Settings
+    from understudy.store import open_store
+    from understudy.worker import Worker
+
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    worker = Worker(settings, open_store(settings))
+    if once:
+        worker.recover()
+        console = Console()
+        for action in worker.run_once():
+            console.print(f"[bold]{action.task_key}[/bold] {action.what}: {action.detail}")
+        return
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        worker.run(stop)
+    except KeyboardInterrupt:
+        stop.set()
 
 
 @app.command("import")
@@ -321,3 +363,139 @@ def predict(
         raise typer.Exit(1) from exc
     console.print(f"{task} {chosen} ({loaded.kind}), confidence {prediction.confidence:.3f}")
     console.print(prediction_table(prediction))
+
+
+# --- operator commands: the dashboard in a terminal ---------------------------------------------
+
+
+@app.command("tasks")
+def list_tasks() -> None:
+    """Every task: mode, traffic, the student's share, live agreement, why it can't switch."""
+    from rich.console import Console
+
+    from understudy.dashboard.terminal import tasks_table
+    from understudy.settings import Settings
+    from understudy.store import open_store
+    from understudy.store.queries import tasks_overview
+
+    settings = Settings()
+    overviews = tasks_overview(open_store(settings), min_labels=settings.first_train_labels)
+    Console().print(tasks_table(overviews) if overviews else "No task yet.")
+
+
+@app.command("task")
+def show_task(name: Annotated[str, typer.Argument(help="Task key.")]) -> None:
+    """One task: state, traffic, latency, serving student, training runs and recent events."""
+    from rich.console import Console
+
+    from understudy.dashboard.terminal import print_task
+    from understudy.errors import UnderstudyError
+    from understudy.settings import Settings
+    from understudy.store import open_store
+
+    console = Console()
+    settings = Settings()
+    try:
+        print_task(console, open_store(settings), name, settings.first_train_labels)
+    except UnderstudyError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(1) from exc
+
+
+@app.command("mode")
+def set_mode(
+    task: Annotated[str, typer.Argument(help="Task key.")],
+    mode: Annotated[str, typer.Argument(help="shadow | cascade | student | teacher")],
+    reason: Annotated[str, typer.Option(help="Why; recorded in the task's audit log.")] = (
+        "set by an operator"
+    ),
+) -> None:
+    """Move a task to another mode (recorded as an event with the reason)."""
+    from rich.console import Console
+
+    from understudy.errors import UnderstudyError
+    from understudy.routing.modes import Mode
+    from understudy.store import open_store
+
+    console = Console()
+    if mode not in {m.value for m in Mode}:
+        console.print(
+            f"[red]unknown mode {mode!r}; one of {', '.join(m.value for m in Mode)}[/red]"
+        )
+        raise typer.Exit(2)
+    try:
+        store = open_store()
+        before = store.task_state(task).mode
+        state = store.set_mode(task, mode, f"{reason} (cli)", evidence={"via": "cli"})
+    except UnderstudyError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"{task}: {before.value} → {state.mode.value}")
+
+
+@app.command("review")
+def review_queue(
+    task: Annotated[str, typer.Argument(help="Task key.")],
+    label: Annotated[
+        str | None, typer.Option(help="Only calls with this teacher label, as head=value.")
+    ] = None,
+    disagreements: Annotated[
+        bool, typer.Option("--disagreements", help="Only student-teacher disagreements.")
+    ] = False,
+    author: Annotated[str | None, typer.Option(help="Your name, stored with the labels.")] = None,
+) -> None:
+    """Label a task's review queue in the terminal: a number picks a label, s skips, u undoes,
+    q quits."""
+    from rich.console import Console
+
+    from understudy.dashboard.terminal import review
+    from understudy.errors import UnderstudyError
+    from understudy.store import open_store
+
+    console = Console()
+    head, sep, value = (label or "").partition("=")
+    if label is not None and not sep:
+        console.print("[red]--label must be head=value[/red]")
+        raise typer.Exit(2)
+    try:
+        tally = review(
+            open_store(),
+            task,
+            console,
+            lambda prompt: str(typer.prompt(prompt, default="q", show_default=False)),
+            author=author,
+            label=(head, value) if label is not None else None,
+            disagreement_only=disagreements,
+        )
+    except UnderstudyError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"labelled {tally.labelled}, skipped {tally.skipped}, undid {tally.undone}")
+
+
+@app.command("export")
+def export_labels(
+    task: Annotated[str, typer.Argument(help="Task key.")],
+    fmt: Annotated[str, typer.Option("--format", help="jsonl | csv")] = "jsonl",
+    out: Annotated[Path | None, typer.Option(help="Output file (default: stdout).")] = None,
+) -> None:
+    """Write a task's labelled data (human labels override the teacher's) as JSONL or CSV."""
+    import sys
+
+    from understudy.errors import UnderstudyError
+    from understudy.store import open_store
+    from understudy.store.queries import ExportFormat, export_labelled
+
+    if fmt not in {f.value for f in ExportFormat}:
+        typer.echo("--format must be jsonl or csv", err=True)
+        raise typer.Exit(2)
+    try:
+        lines = export_labelled(open_store(), task, fmt)
+        if out is None:
+            sys.stdout.writelines(lines)
+        else:
+            with out.open("w", encoding="utf-8", newline="") as handle:
+                handle.writelines(lines)
+    except UnderstudyError as exc:
+        typer.echo(exc.message, err=True)
+        raise typer.Exit(1) from exc

@@ -1,0 +1,78 @@
+"""The operator commands: ``understudy tasks / task / mode / review / export``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from understudy.cli import app
+from understudy.dashboard.sample import SeededCall
+from understudy.routing.modes import Mode
+from understudy.settings import Settings
+from understudy.store import Store
+from understudy.store import queries as q
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _data_dir(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UNDERSTUDY_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("UNDERSTUDY_CONFIG", str(settings.data_dir / "absent.toml"))
+    monkeypatch.setenv("COLUMNS", "200")
+
+
+def test_tasks_and_task(seeded: list[SeededCall]) -> None:
+    listed = runner.invoke(app, ["tasks"])
+    assert listed.exit_code == 0, listed.output
+    assert "sentiment v1" in listed.output and "shadow" in listed.output
+    shown = runner.invoke(app, ["task", "sentiment"])
+    assert shown.exit_code == 0, shown.output
+    assert "serving student" in shown.output and "promoted" in shown.output
+    missing = runner.invoke(app, ["task", "nope"])
+    assert missing.exit_code == 1 and "no task 'nope'" in missing.output
+
+
+def test_mode_is_recorded_with_its_reason(store: Store, seeded: list[SeededCall]) -> None:
+    result = runner.invoke(app, ["mode", "sentiment", "cascade", "--reason", "checked by hand"])
+    assert result.exit_code == 0, result.output
+    assert "shadow → cascade" in result.output
+    assert store.task_state("sentiment").mode is Mode.CASCADE
+    assert store.events("sentiment", limit=1)[0].reason == "checked by hand (cli)"
+    assert runner.invoke(app, ["mode", "sentiment", "robot"]).exit_code == 2
+
+
+def test_review_labels_skips_and_undoes(store: Store, seeded: list[SeededCall]) -> None:
+    first, second, third = (i.call_id for i in q.review_queue(store, "sentiment", limit=3))
+    result = runner.invoke(
+        app, ["review", "sentiment", "--author", "ana"], input="1\ns\n2\nu\n9\n3\nq\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert "labelled 2, skipped 1, undid 1" in result.output
+    assert "type 1–3, s, u or q" in result.output  # "9" was refused
+    human = {e.call_id: e.labels for e in store.examples("sentiment") if e.source.value == "human"}
+    assert human == {first: {"sentiment": "positive"}, third: {"sentiment": "neutral"}}
+    assert second not in human
+
+
+def test_export_to_a_file_and_stdout(
+    tmp_path: Path, store: Store, seeded: list[SeededCall]
+) -> None:
+    out = tmp_path / "labels.csv"
+    result = runner.invoke(app, ["export", "sentiment", "--format", "csv", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = out.read_text().splitlines()
+    assert lines[0] == "text,sentiment,source,call_id"
+    assert len(lines) == store.count_labelled("sentiment") + 1
+    jsonl = runner.invoke(app, ["export", "sentiment"])
+    records = [json.loads(line) for line in jsonl.output.splitlines()]
+    assert len(records) == len(lines) - 1 and set(records[0]) == {
+        "text",
+        "labels",
+        "source",
+        "call_id",
+    }
+    assert runner.invoke(app, ["export", "sentiment", "--format", "xml"]).exit_code == 2
