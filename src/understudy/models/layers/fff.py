@@ -211,8 +211,9 @@ class FastFeedForward(nn.Module):
         out = hidden @ self.weight_out
         return out if self.bias_out is None else out + self.bias_out
 
-    def hard_path(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Each token's neurons and their pre-activations: ``([tokens, per_token] long, float)``.
+    def route(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Hard routing of ``x`` ``[tokens, in]``: internal nodes on each token's path ``[tokens,
+        depth]`` (long), their pre-activations (float), and each token's leaf ``[tokens]``.
 
         Walks the tree level by level with one gathered row and one dot product per token per
         level. ``index_select`` rather than ``tensor[index]``: on CPU it has a fraction of the
@@ -220,8 +221,8 @@ class FastFeedForward(nn.Module):
         """
         tokens = x.shape[0]
         node = torch.zeros(tokens, dtype=torch.long, device=x.device)
-        nodes: list[Tensor] = []
-        pres: list[Tensor] = []
+        nodes = [node.new_empty(tokens, 0)]
+        pres = [x.new_empty(tokens, 0)]
         for _ in range(self.depth):
             z = torch.linalg.vecdot(self.weight_in.index_select(0, node), x)
             if self.bias_in is not None:
@@ -229,23 +230,61 @@ class FastFeedForward(nn.Module):
             nodes.append(node.unsqueeze(1))
             pres.append(z.unsqueeze(1))
             node = node * 2 + 1 + (z > 0)
-        # ``node`` is now the heap index of the leaf position; map it to its block of neurons.
-        first = self.n_internal + (node - self.n_internal) * self.leaf_width
-        leaf = first.unsqueeze(1) + torch.arange(self.leaf_width, device=x.device)
-        rows = self.weight_in.index_select(0, leaf.flatten()).view(tokens, self.leaf_width, -1)
+        # ``node`` is now the heap index of the leaf position.
+        return torch.cat(nodes, dim=1), torch.cat(pres, dim=1), node - self.n_internal
+
+    def hard_path(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Each token's neurons and their pre-activations: ``([tokens, per_token] long, float)``."""
+        internal, pre, leaf = self.route(x)
+        first = self.n_internal + leaf * self.leaf_width
+        neurons = first.unsqueeze(1) + torch.arange(self.leaf_width, device=x.device)
+        rows = self.weight_in.index_select(0, neurons.flatten())
+        rows = rows.view(*neurons.shape, self.in_features)
         z_leaf = torch.bmm(rows, x.unsqueeze(2)).squeeze(2)
         if self.bias_in is not None:
-            z_leaf = z_leaf + self.bias_in.index_select(0, leaf.flatten()).view_as(z_leaf)
-        nodes.append(leaf)
-        pres.append(z_leaf)
-        return torch.cat(nodes, dim=1), torch.cat(pres, dim=1)
+            z_leaf = z_leaf + self.bias_in.index_select(0, neurons.flatten()).view_as(z_leaf)
+        return torch.cat((internal, neurons), dim=1), torch.cat((pre, z_leaf), dim=1)
 
     def forward_conditional(self, x: Tensor) -> Tensor:
-        """Hard conditional execution, ``[tokens, in]`` -> ``[tokens, out]``, path rows only."""
-        path, pre = self.hard_path(x)
-        rows = self.weight_out.index_select(0, path.flatten()).view(*path.shape, -1)
-        out = torch.bmm(self.act(pre).unsqueeze(1), rows).squeeze(1)
+        """Hard conditional execution, ``[tokens, in]`` -> ``[tokens, out]``, path rows only.
+
+        Per-token gathers copy ``depth + leaf_width`` weight rows for every token. With wide
+        leaves and more tokens than leaves, the leaves instead run as one matmul per leaf over the
+        tokens routed to it, so each leaf's weights are read once per call, not once per token.
+        """
+        if self.leaf_width > 1 and x.shape[0] >= self.n_leaves:
+            internal, pre, leaf = self.route(x)
+            out = self._path_output(internal, pre) + self._leaf_output_grouped(x, leaf)
+        else:
+            out = self._path_output(*self.hard_path(x))
         return out if self.bias_out is None else out + self.bias_out
+
+    def _path_output(self, neurons: Tensor, pre: Tensor) -> Tensor:
+        """``[tokens, out]``: sum of ``act(pre) * weight_out[neuron]`` over each token's neurons."""
+        rows = self.weight_out.index_select(0, neurons.flatten())
+        rows = rows.view(*neurons.shape, self.out_features)
+        hidden: Tensor = self.act(pre)
+        return torch.bmm(hidden.unsqueeze(1), rows).squeeze(1)
+
+    def _leaf_output_grouped(self, x: Tensor, leaf: Tensor) -> Tensor:
+        """Leaf neurons' contribution ``[tokens, out]``, one matmul per occupied leaf."""
+        order = torch.argsort(leaf)
+        counts = torch.bincount(leaf, minlength=self.n_leaves).tolist()
+        out = x.new_empty(x.shape[0], self.out_features)
+        start = 0
+        for index, count in enumerate(counts):
+            if count == 0:
+                continue
+            tokens = order[start : start + count]
+            start += count
+            lo = self.n_internal + index * self.leaf_width
+            hi = lo + self.leaf_width
+            bias = None if self.bias_in is None else self.bias_in[lo:hi]
+            hidden: Tensor = self.act(
+                F.linear(x.index_select(0, tokens), self.weight_in[lo:hi], bias)
+            )
+            out.index_copy_(0, tokens, hidden @ self.weight_out[lo:hi])
+        return out
 
 
 def fff_modules(model: nn.Module) -> list[FastFeedForward]:
