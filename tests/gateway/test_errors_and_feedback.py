@@ -130,8 +130,8 @@ def test_upstream_client_errors_pass_through_unchanged(
 
 
 def test_upstream_timeout_is_504(teacher: FakeTeacher, teacher_url: str, tmp_path: Any) -> None:
-    teacher.latency_ms = 2000
-    settings = Settings(upstream_base_url=teacher_url, upstream_timeout_s=0.2, data_dir=tmp_path)
+    teacher.latency_ms = 500
+    settings = Settings(upstream_base_url=teacher_url, upstream_timeout_s=0.1, data_dir=tmp_path)
     with run_gateway(settings) as url:
         client = openai.OpenAI(base_url=url, api_key="k", max_retries=0)
         with pytest.raises(openai.APIStatusError) as info:
