@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -295,3 +298,9 @@ class Worker:
             return []
         self.store.set_mode(task.key, change.to_mode, change.reason, change.evidence, task.version)
         return [WorkerAction(task.key, f"mode {state.mode} -> {change.to_mode}", change.reason)]
+
+
+def spawn_worker_process(settings: Settings) -> subprocess.Popen[bytes]:
+    """Start ``understudy worker`` as a child process with these settings (for ``serve``)."""
+    env = {**os.environ, **settings.to_env()}
+    return subprocess.Popen([sys.executable, "-m", "understudy", "worker"], env=env)

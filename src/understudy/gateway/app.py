@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,14 +13,17 @@ from understudy.dashboard import router as dashboard_router
 from understudy.gateway import chat, feedback, health, models
 from understudy.gateway.errors import install_error_handlers
 from understudy.gateway.middleware import RequestIdMiddleware
+from understudy.gateway.students import StudentPool
 from understudy.gateway.upstream import Upstream
 from understudy.metrics import install_metrics
+from understudy.serving.registry import ModelRegistry
 from understudy.settings import Settings
 from understudy.store import Store, open_store
 
 
 def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
-    """The gateway app. ``app.state`` holds ``settings``, ``store`` and ``upstream``.
+    """The gateway app. ``app.state`` holds ``settings``, ``store``, ``upstream``, the serving
+    ``students`` and the ``background`` tasks (audits) still running.
 
     A store passed in stays open after shutdown (its owner closes it); one opened here from
     ``settings`` is closed with the app.
@@ -28,10 +32,22 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     owns_store = store is None
     store = store or open_store(settings)
     upstream = Upstream(settings)
+    students = StudentPool(
+        store,
+        ModelRegistry(settings.models_dir),
+        refresh_s=settings.model_refresh_s,
+        max_batch=settings.student_max_batch,
+        max_wait_ms=settings.student_batch_wait_ms,
+    )
+    # Audits and other work that outlives a response; awaited at shutdown so none is lost.
+    background: set[asyncio.Task[None]] = set()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        if background:
+            await asyncio.wait(set(background), timeout=settings.upstream_timeout_s)
+        await students.close()
         await upstream.aclose()
         if owns_store:
             store.close()
@@ -45,6 +61,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.settings = settings
     app.state.store = store
     app.state.upstream = upstream
+    app.state.students = students
+    app.state.background = background
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
     # Added after RequestIdMiddleware so it wraps it and also counts the 500s that one renders.

@@ -9,11 +9,13 @@ classification calls take the same path without a task.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
@@ -33,8 +35,17 @@ from understudy.gateway.answers import (
 )
 from understudy.gateway.body import read_json_object
 from understudy.gateway.state import request_id_of, settings_of, store_of, upstream_of
+from understudy.gateway.student_path import (
+    ClassificationCall,
+    StudentOpinion,
+    answer_with_student,
+    audit_in_background,
+    classification_headers,
+    comparison_fields,
+    route_call,
+)
 from understudy.gateway.upstream import returned_headers, upstream_failure
-from understudy.routing.decide import AnsweredBy, Route
+from understudy.routing.decide import AnsweredBy
 from understudy.store import CallKind, CallRecord, Store
 from understudy.tasks import (
     TASK_HEADER,
@@ -52,8 +63,9 @@ from understudy.tasks import (
 logger = logging.getLogger(__name__)
 router = APIRouter()
 
-ANSWERED_BY_HEADER = "x-understudy-answered-by"
 UPSTREAM_PATH = "/chat/completions"
+# Audit sampling only needs to be unpredictable, not reproducible.
+_audit_rng = random.Random()
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,8 @@ class ChatCall:
     ``body`` is the raw request, forwarded byte for byte. ``task`` is None for calls that are not
     classification calls. ``input_text`` is what a student reads (the user text with the task's
     template stripped). ``started`` is ``time.perf_counter()`` when the body was read.
+    ``opinion`` is the serving student's prediction when it made one (``pending_opinion`` while it
+    still runs beside the teacher in shadow mode); it is logged next to the teacher's answer.
     """
 
     request_id: str
@@ -75,6 +89,8 @@ class ChatCall:
     user_text: str
     input_text: str
     started: float
+    opinion: StudentOpinion | None = None
+    pending_opinion: asyncio.Task[StudentOpinion] | None = None
 
 
 def _validate(payload: dict[str, Any]) -> None:
@@ -123,24 +139,42 @@ async def _prepare(request: Request, body: bytes, payload: dict[str, Any]) -> Ch
     )
 
 
-async def route(request: Request, call: ChatCall) -> Route:
-    """Who answers a classification call. The teacher answers everything until
-    ``understudy.routing`` plugs its student/cascade decision in here."""
-    return Route(AnsweredBy.TEACHER)
-
-
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     """Answer an OpenAI chat-completion request (see the module docstring)."""
     body, payload = await read_json_object(request, settings_of(request).max_body_bytes)
     _validate(payload)
     call = await _prepare(request, body, payload)
-    if call.task is None:  # not a classification call: pass through
+    if call.task is None or call.via is None:  # not a classification call: pass through
         return await answer_with_teacher(request, call)
-    decision = await route(request, call)
-    # ``route`` only decides for the teacher so far; the student path branches off here.
-    assert decision.answered_by is AnsweredBy.TEACHER
-    return await answer_with_teacher(request, call)
+    task, via = call.task, call.via
+    routed, pending = await route_call(request, task, call.input_text, _audit_rng)
+    call = replace(call, opinion=routed.opinion, pending_opinion=pending)
+    prediction = routed.opinion.prediction if routed.opinion is not None else None
+    classification = ClassificationCall(
+        call.request_id,
+        call.payload,
+        task,
+        via,
+        call.user_text,
+        call.input_text,
+        call.started,
+    )
+    if routed.route.answered_by is AnsweredBy.STUDENT and routed.serving and prediction:
+        response = await answer_with_student(request, classification, routed.serving, prediction)
+        if routed.route.audit:
+            await audit_in_background(request, classification)
+        return response
+    # A student trusted with part of the traffic stands in when the teacher is down.
+    stand_in = prediction if routed.serving is not None else None
+    try:
+        return await answer_with_teacher(request, call, log_failure=stand_in is None)
+    except UpstreamError:
+        if stand_in is None or routed.serving is None:
+            raise
+        return await answer_with_student(
+            request, classification, routed.serving, stand_in, degraded=True
+        )
 
 
 # --- the teacher path ----------------------------------------------------------------------
@@ -161,6 +195,7 @@ def _record(
         soft = soft_labels(call.task.heads, response)
     prompt_tokens, completion_tokens = usage_tokens(response)
     model = (response or {}).get("model") or call.payload.get("model")
+    comparison = comparison_fields(call.opinion, labels) if status_code == 200 else {}
     return CallRecord(
         id=call.request_id,
         kind=CallKind.CLASSIFICATION if call.task is not None else CallKind.PASSTHROUGH,
@@ -180,7 +215,15 @@ def _record(
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         error=error,
+        **comparison,
     )
+
+
+async def _settled(call: ChatCall) -> ChatCall:
+    """The call with its shadow prediction (if one runs beside the teacher) finished."""
+    if call.pending_opinion is None:
+        return call
+    return replace(call, opinion=await call.pending_opinion, pending_opinion=None)
 
 
 async def _log(store: Store, record: CallRecord) -> None:
@@ -215,10 +258,10 @@ async def _finish_whole(
             _record(call, response=parsed, status_code=failure.status_code, error=failure.message),
         )
         raise failure
-    await _log(store, _record(call, response=parsed, status_code=status))
+    await _log(store, _record(await _settled(call), response=parsed, status_code=status))
     headers = returned_headers(upstream_response)
     if call.task is not None and status == 200:
-        headers[ANSWERED_BY_HEADER] = AnsweredBy.TEACHER.value
+        headers.update(classification_headers(call.task, AnsweredBy.TEACHER))
     return Response(
         content=raw,
         status_code=status,
@@ -227,17 +270,23 @@ async def _finish_whole(
     )
 
 
-async def answer_with_teacher(request: Request, call: ChatCall) -> Response:
-    """Forward the call to the upstream, log it, and return the upstream's answer unchanged."""
+async def answer_with_teacher(
+    request: Request, call: ChatCall, *, log_failure: bool = True
+) -> Response:
+    """Forward the call to the upstream, log it, and return the upstream's answer unchanged.
+
+    With ``log_failure`` False an unreachable upstream is not logged here, because the caller
+    answers (and logs) the call another way.
+    """
     store = store_of(request)
     try:
         upstream_response = await upstream_of(request).send(
             "POST", UPSTREAM_PATH, call.upstream_headers, call.body, stream=call.stream
         )
     except UpstreamError as exc:
-        await _log(
-            store, _record(call, response=None, status_code=exc.status_code, error=exc.message)
-        )
+        if log_failure:
+            record = _record(call, response=None, status_code=exc.status_code, error=exc.message)
+            await _log(store, record)
         raise
     if not call.stream or upstream_response.status_code != 200:
         try:
@@ -247,7 +296,7 @@ async def answer_with_teacher(request: Request, call: ChatCall) -> Response:
         return await _finish_whole(request, call, upstream_response, raw)
     headers = returned_headers(upstream_response)
     if call.task is not None:
-        headers[ANSWERED_BY_HEADER] = AnsweredBy.TEACHER.value
+        headers.update(classification_headers(call.task, AnsweredBy.TEACHER))
     return _RelayResponse(
         _relay(store, call, upstream_response), headers=headers, media_type="text/event-stream"
     )
@@ -302,6 +351,7 @@ async def _relay(
         # Shielded: a client hanging up cancels this task, and the call must still be logged.
         with anyio.CancelScope(shield=True):
             await upstream.aclose()
+            call = await _settled(call)
             record = _record(call, response=assembler.completion(), status_code=200, error=error)
             await _log(store, record)
     if done is not None:

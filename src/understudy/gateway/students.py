@@ -1,0 +1,127 @@
+"""The gateway's serving students: one per task, loaded off the event loop, hot-swapped.
+
+The worker publishes a new student version by writing the task's ``serving_version`` in the store.
+``StudentPool.current`` notices the change (it re-reads task states at most every
+``model_refresh_s`` seconds), loads the new version in a thread while the old one keeps answering,
+then swaps the reference; requests already inside the old student's batcher finish there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import anyio
+
+from understudy.serving.batcher import MicroBatcher
+from understudy.serving.registry import ModelRegistry
+from understudy.serving.student import Student
+from understudy.store import Store, TaskState
+from understudy.tasks import Task
+
+logger = logging.getLogger(__name__)
+
+# Seconds a replaced student keeps its batcher open, so requests that picked it up just before
+# the swap still get their answer from it.
+RETIRE_GRACE_S = 5.0
+
+
+@dataclass(frozen=True)
+class ServingStudent:
+    """A loaded student version and the batcher that feeds it."""
+
+    version: str
+    student: Student
+    batcher: MicroBatcher
+
+
+class StudentPool:
+    """Task states (cached) and serving students of every task the gateway has seen."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: ModelRegistry,
+        *,
+        refresh_s: float,
+        max_batch: int,
+        max_wait_ms: float,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.refresh_s = refresh_s
+        self.max_batch = max_batch
+        self.max_wait_ms = max_wait_ms
+        self._states: dict[tuple[str, int], tuple[TaskState, float]] = {}
+        self._serving: dict[str, ServingStudent] = {}
+        self._loading: dict[str, asyncio.Task[None]] = {}
+        self._failed: set[tuple[str, str]] = set()
+
+    async def state(self, task: Task) -> TaskState:
+        """The task version's state, re-read from the store at most every ``refresh_s``."""
+        key = (task.key, task.version)
+        cached = self._states.get(key)
+        if cached is not None and time.monotonic() - cached[1] < self.refresh_s:
+            return cached[0]
+        state = await anyio.to_thread.run_sync(self.store.task_state, task.key, task.version)
+        self._states[key] = (state, time.monotonic())
+        return state
+
+    def forget_state(self, task: Task) -> None:
+        """Drop the cached state so the next call re-reads it (after a mode change here)."""
+        self._states.pop((task.key, task.version), None)
+
+    async def current(self, state: TaskState) -> ServingStudent | None:
+        """The student serving this task now, starting a background load when a newer serving
+        version was published. Returns the previous student (or None) until the load is done."""
+        serving = self._serving.get(state.key)
+        wanted = state.serving_version
+        if wanted is None:
+            return None
+        if (serving is None or serving.version != wanted) and (
+            state.key,
+            wanted,
+        ) not in self._failed:
+            loading = self._loading.get(state.key)
+            if loading is None or loading.done():
+                self._loading[state.key] = asyncio.get_running_loop().create_task(
+                    self._load(state.key, wanted), name=f"load-student-{state.key}"
+                )
+        return serving
+
+    async def wait_loaded(self, state: TaskState) -> ServingStudent | None:
+        """Like ``current``, but waits for a pending load (used by tests and warm-up)."""
+        await self.current(state)
+        loading = self._loading.get(state.key)
+        if loading is not None:
+            await loading
+        return self._serving.get(state.key)
+
+    async def _load(self, task_key: str, version: str) -> None:
+        try:
+            student = await anyio.to_thread.run_sync(self.registry.load, task_key, version)
+        except Exception:
+            # A broken artifact must not take the task down: keep the old student, log, and do
+            # not retry this version (the worker will publish another).
+            logger.exception(
+                "task %s: could not load student %s; keeping the old one", task_key, version
+            )
+            self._failed.add((task_key, version))
+            return
+        batcher = MicroBatcher(student, max_batch=self.max_batch, max_wait_ms=self.max_wait_ms)
+        old = self._serving.get(task_key)
+        self._serving[task_key] = ServingStudent(version, student, batcher)
+        logger.info("task %s: now serving student %s", task_key, version)
+        if old is not None:
+            await asyncio.sleep(RETIRE_GRACE_S)
+            await old.batcher.close()
+
+    async def close(self) -> None:
+        """Stop pending loads and every batcher."""
+        for loading in self._loading.values():
+            loading.cancel()
+        for serving in self._serving.values():
+            await serving.batcher.close()
+        self._serving.clear()
