@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -208,3 +209,24 @@ def test_migrate_twice_keeps_data(store: Store) -> None:
     store.register_task(_spec())
     migrate(store.engine)
     assert store.get_task("sentiment").version == 1
+
+
+def test_concurrent_first_opens_migrate_once(tmp_path: Path) -> None:
+    # The gateway and the worker open a fresh database at the same moment.
+    settings = Settings(data_dir=tmp_path / "fresh")
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def open_once() -> None:
+        barrier.wait()
+        try:
+            open_store(settings).list_tasks()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_once) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []

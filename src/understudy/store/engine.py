@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from understudy.settings import Settings
 from understudy.store.repository import Store
@@ -16,6 +19,8 @@ from understudy.store.repository import Store
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Milliseconds SQLite waits for another writer's lock before failing with "database is locked".
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# Any fixed 64-bit number; identifies understudy's migration lock among PostgreSQL advisory locks.
+MIGRATION_LOCK_KEY = 0x756E6465727374
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -41,11 +46,37 @@ def create_engine(url: str) -> Engine:
     return engine
 
 
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[Connection]:
+    """A connection held under a lock that serialises migrations across processes.
+
+    The gateway and the worker start together against a fresh database; without the lock both
+    would try to create the same tables. SQLite locks a file beside the database, PostgreSQL
+    takes an advisory lock; other backends run unlocked.
+    """
+    backend = engine.url.get_backend_name()
+    database = engine.url.database
+    if backend == "sqlite" and database and database != ":memory:":
+        with open(f"{database}.migrate.lock", "w") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                with engine.begin() as conn:
+                    yield conn
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+        return
+    with engine.begin() as conn:
+        if backend == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        yield conn
+
+
 def migrate(engine: Engine) -> None:
-    """Upgrade the database to the newest migration (a no-op when it is current)."""
+    """Upgrade the database to the newest migration (a no-op when it is current); safe to call
+    from several processes at once."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as conn:
+    with _migration_lock(engine) as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
 
