@@ -24,7 +24,7 @@ What it serves:
 Fault knobs (attributes; change them while the server runs): ``latency_ms`` (delay before each
 answer, in ms), ``error_rate`` (probability of a 500, seeded), ``fail_status`` (answer every chat
 call with this HTTP status), ``malformed`` (answer 200 with a body that is not JSON).
-``requests`` records every chat request body received.
+``requests`` holds the chat request bodies received (the newest 10,000).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import re
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -50,6 +51,8 @@ from understudy.testing.server import serve_in_thread
 LabelFn = Callable[[dict[str, Any], str], dict[str, Any]]
 """``label_fn(schema, text) -> answer object`` (JSON-serialisable, matching the schema)."""
 
+# Chat requests kept in ``FakeTeacher.requests`` (the newest), so long demos stay bounded.
+MAX_RECORDED_REQUESTS = 10_000
 # Characters per streamed content chunk: small enough that an answer spans several chunks.
 STREAM_CHUNK_CHARS = 8
 
@@ -88,7 +91,7 @@ class FakeTeacher:
         self.model = model
         self.fail_status = fail_status
         self.malformed = malformed
-        self.requests: list[dict[str, Any]] = []
+        self.requests: deque[dict[str, Any]] = deque(maxlen=MAX_RECORDED_REQUESTS)
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
 
