@@ -30,7 +30,6 @@ from understudy.store.records import (
     TaskState,
 )
 from understudy.tasks import (
-    AnswerVia,
     Example,
     Head,
     HeadKind,
@@ -244,11 +243,6 @@ class Store:
         """A registered task version (the latest by default); raises ``UnknownTask``."""
         with self.engine.connect() as conn:
             return _task_of(self._task_row(conn, key, version))
-
-    def via(self, task: Task) -> AnswerVia:
-        """Where the task's answers live in a completion (content or forced tool call)."""
-        with self.engine.connect() as conn:
-            return AnswerVia(self._task_row(conn, task.key, task.version).via)
 
     def list_tasks(self) -> list[TaskRow]:
         """Every task version, newest first, with call and labelled-call counts."""
