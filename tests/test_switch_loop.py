@@ -14,10 +14,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
 from understudy.routing import Mode
+from understudy.savings import task_savings
 from understudy.settings import Settings
 from understudy.store import Store, open_store
 from understudy.testing.fake_teacher import FakeTeacher, run_fake_teacher
@@ -197,3 +199,47 @@ def test_shadow_to_cascade_to_student_and_back_on_drift(
         ("student", "cascade"),
         ("cascade", "shadow"),
     ]
+
+
+def test_classify_answers_from_the_serving_student(
+    client: openai.OpenAI, store: Store, settings: Settings
+) -> None:
+    """Runs after the loop above: the task has a serving student (back in shadow mode)."""
+    base = str(client.base_url).rstrip("/")
+    texts = reviews(3, seed=9)
+    with httpx.Client(base_url=base, timeout=10) as http:
+        one = http.post("/classify", json={"task": "review", "text": texts[0]})
+        batch = http.post("/classify", json={"task": "review", "texts": texts})
+        unknown = http.post("/classify", json={"task": "nope", "text": "x"})
+        both = http.post("/classify", json={"task": "review", "text": "x", "texts": ["y"]})
+    assert one.status_code == 200, one.text
+    body = one.json()
+    assert body["task"] == "review" and body["student_version"].startswith("v")
+    result = body["results"][0]
+    assert result["labels"] == {"sentiment": keyword_label(texts[0])}
+    assert set(result["probabilities"]["sentiment"]) == {"negative", "positive"}
+    assert result["confident"] == (result["confidence"] >= body["threshold"])
+    assert [r["labels"]["sentiment"] for r in batch.json()["results"]] == [
+        keyword_label(text) for text in texts
+    ]
+    assert store.get_call(result["request_id"]).answered_by == "student"
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_task"
+    assert both.status_code == 400 and "exactly one" in both.json()["error"]["message"]
+
+
+def test_savings_count_the_teacher_calls_the_student_avoided(store: Store) -> None:
+    """Runs after the loop above, which had the student answer part of the traffic."""
+
+    def all_audited() -> bool:
+        savings = task_savings(store, "review", {})
+        return savings.audited_calls == savings.student_calls
+
+    poll(all_audited, "the last audits to land")
+    unpriced = task_savings(store, "review", {})
+    assert unpriced.student_calls > 100 and unpriced.teacher_calls > 200
+    assert unpriced.avoided_cost_usd is None and unpriced.teacher_cost_usd is None
+    priced = task_savings(store, "review", {"fake": [1.0, 2.0]})
+    assert priced.teacher_cost_usd is not None and priced.teacher_cost_usd > 0
+    # Every student answer in this test was audited, so nothing was saved net of audits.
+    assert priced.audited_calls == priced.student_calls
+    assert priced.avoided_tokens == 0 and priced.avoided_cost_usd == 0.0

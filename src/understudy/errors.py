@@ -65,6 +65,13 @@ class UnknownRequest(NotFound):
     code = "unknown_request"
 
 
+class NoStudent(InvalidRequest):
+    """The task has no serving student yet (it is still learning from the teacher)."""
+
+    status_code = 409
+    code = "no_student"
+
+
 class Unauthorized(UnderstudyError):
     """Missing or wrong API key."""
 

@@ -92,6 +92,10 @@ class Settings(BaseSettings):
         "batches only what queued up while the previous batch ran (no added latency).",
     )
 
+    classify_max_texts: int = Field(
+        256, description="Most texts one `POST /v1/classify` request may carry."
+    )
+
     # --- switch loop (routing and the worker) ---
     target_agreement: float = Field(
         0.98,
@@ -148,6 +152,91 @@ class Settings(BaseSettings):
     )
     start_worker: bool = Field(
         True, description="Whether `understudy serve` also starts the worker process."
+    )
+
+    # --- accounting ---
+    model_prices: dict[str, list[float]] = Field(
+        {
+            "gpt-4o-mini": [0.15, 0.60],
+            "gpt-4o": [2.50, 10.00],
+            "gpt-4.1-nano": [0.10, 0.40],
+            "gpt-4.1-mini": [0.40, 1.60],
+            "gpt-4.1": [2.00, 8.00],
+        },
+        description="Teacher prices in USD per million [input, output] tokens, by model name "
+        "prefix (the longest matching prefix wins); used to report the cost students avoid.",
+    )
+
+    # --- auth (see docs/security.md) ---
+    auth_cache_ttl_s: float = Field(
+        5.0,
+        description="Seconds the gateway caches the API key list; a new or revoked key takes "
+        "effect within this time.",
+    )
+    metrics_require_admin: bool = Field(
+        False, description="Whether `/metrics` needs an admin key (else any key, once keys exist)."
+    )
+    feedback_require_admin: bool = Field(
+        False,
+        description="Whether `POST /v1/feedback` needs an admin key (else any key, once keys "
+        "exist).",
+    )
+
+    # --- upstream resilience ---
+    upstream_retries: int = Field(
+        2,
+        description="Retries of an upstream call that failed with 429, 5xx or a connection "
+        "error, before anything was streamed to the client.",
+    )
+    upstream_backoff_base_s: float = Field(
+        0.25,
+        description="First retry's backoff in seconds; doubles per retry, with full jitter.",
+    )
+    upstream_backoff_max_s: float = Field(4.0, description="Longest backoff between retries (s).")
+    upstream_retry_after_max_s: float = Field(
+        10.0,
+        description="Longest upstream `Retry-After` (s) the gateway waits out; a longer one is "
+        "returned to the client as is.",
+    )
+    breaker_failures: int = Field(
+        5,
+        description="Consecutive upstream failures (5xx, timeouts, connection errors) that open "
+        "the circuit: calls then fail fast with 503, or a serving student answers.",
+    )
+    breaker_cooldown_s: float = Field(
+        15.0,
+        description="Seconds the circuit stays open before one probe call may test the upstream.",
+    )
+    max_concurrent_requests: int = Field(
+        128, description="API requests (`/v1/...`) the gateway handles at once."
+    )
+    max_queued_requests: int = Field(
+        256,
+        description="API requests that may wait for a slot; beyond that the gateway answers 429 "
+        "with `Retry-After`.",
+    )
+    queue_retry_after_s: float = Field(
+        1.0, description="`Retry-After` (s) sent with a 429 when the queue is full."
+    )
+
+    # --- privacy ---
+    redact: bool = Field(
+        False,
+        description="Replace matches of `redact_patterns` in requests, responses and texts "
+        "before they are stored (the teacher still sees the original).",
+    )
+    redact_patterns: dict[str, str] = Field(
+        {
+            "EMAIL": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+",
+            "PHONE": r"(?<!\w)\+?\d[\d ().-]{7,}\d(?!\w)",
+        },
+        description="Name -> regular expression; each match is stored as `[NAME]` when `redact` "
+        "is on.",
+    )
+    retention_days: float | None = Field(
+        None,
+        description="Days raw request/response bodies are kept; older ones are purged by the "
+        "worker and `understudy purge` (labels and training texts are kept).",
     )
 
     @classmethod

@@ -17,6 +17,7 @@ class CallKind(StrEnum):
     CLASSIFICATION = "classification"  # a detected task; its answer carries labels
     PASSTHROUGH = "passthrough"  # anything else, forwarded and logged untouched
     IMPORT = "import"  # a labelled text imported in the simple ``{task, text, label}`` form
+    CLASSIFY = "classify"  # a text answered by the student through ``POST /v1/classify``
 
 
 @dataclass(frozen=True)
