@@ -113,14 +113,26 @@ def show_settings(
     markdown: Annotated[
         bool, typer.Option(help="Print the reference table of every setting (README format).")
     ] = False,
+    write: Annotated[
+        Path | None,
+        typer.Option(help="Rewrite the table between the settings markers in this file."),
+    ] = None,
 ) -> None:
     """Show the settings in effect (secrets masked), or document them all as Markdown."""
     from rich.console import Console
     from rich.table import Table
 
     from understudy.settings import Settings
-    from understudy.settings_doc import settings_markdown
+    from understudy.settings_doc import settings_markdown, with_settings_table
 
+    if write is not None:
+        try:
+            updated = with_settings_table(write.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--write") from exc
+        write.write_text(updated, encoding="utf-8")
+        typer.echo(f"updated the settings table in {write}")
+        return
     if markdown:
         typer.echo(settings_markdown())
         return

@@ -38,3 +38,15 @@ def settings_markdown() -> str:
             f"| `UNDERSTUDY_{name.upper()}` | {_default_text(info.default)} | {description} |"
         )
     return "\n".join(rows)
+
+
+def with_settings_table(markdown: str) -> str:
+    """``markdown`` with the text between the settings markers replaced by the current table.
+
+    Raises ``ValueError`` when the markers are missing.
+    """
+    if README_BEGIN not in markdown or README_END not in markdown:
+        raise ValueError(f"the file has no {README_BEGIN!r} ... {README_END!r} markers")
+    head, rest = markdown.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    return f"{head}{README_BEGIN}\n{settings_markdown()}\n{README_END}{tail}"
