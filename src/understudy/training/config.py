@@ -68,15 +68,21 @@ class FinetuneConfig:
     attention projections instead of the encoder weights (Hu et al., 2021), merged into the saved
     weights. Early stopping: evaluate every epoch on the holdout, keep the best weights, stop after
     ``patience`` epochs without improvement. Learning rates per step; the schedule is linear warmup
-    over ``warmup_fraction`` of the steps then linear decay to zero.
+    over ``warmup_fraction`` of the steps then linear decay to zero. ``num_layers`` keeps only the
+    encoder's first k layers (a shallower, faster student; None keeps all). ``min_steps``: with few
+    labels an epoch is a handful of steps, so the epoch count is raised until at least this many
+    optimizer steps are taken, and early stopping only starts after them (Mosbach et al., 2021:
+    few-sample fine-tuning fails from too few updates more than from overfitting).
     """
 
     seed: int = 0
     holdout_fraction: float = 0.15
     encoder_dir: Path | None = None
+    num_layers: int | None = None
     max_length: int = 128
     pooling: Pooling = "mean"
     epochs: int = 8
+    min_steps: int = 150
     batch_size: int = 16
     learning_rate: float = 5e-5
     head_learning_rate: float = 1e-3

@@ -108,7 +108,7 @@ class FinetuneTrainer:
     def build_model(self, task: Task, encoder_dir: Path) -> StudentModel:
         """The pretrained encoder with fresh heads; the top ``reinit_top`` layers re-initialised."""
         config = self.config
-        encoder = BertEncoder.from_pretrained(encoder_dir)
+        encoder = BertEncoder.from_pretrained(encoder_dir, num_layers=config.num_layers)
         layers = len(encoder.blocks)
         if config.freeze_bottom + config.reinit_top > layers:
             raise ConfigurationError(
@@ -262,7 +262,8 @@ class FinetuneTrainer:
         groups = self.parameter_groups(model)
         optimizer = torch.optim.AdamW(groups)
         steps_per_epoch = math.ceil(len(train) / config.batch_size)
-        total_steps = steps_per_epoch * config.epochs
+        epochs = max(config.epochs, math.ceil(config.min_steps / steps_per_epoch))
+        total_steps = steps_per_epoch * epochs
         warmup = max(1, round(config.warmup_fraction * total_steps))
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, linear_schedule(warmup, total_steps)
@@ -275,7 +276,7 @@ class FinetuneTrainer:
         best_state = copy.deepcopy(model.state_dict())
         best_epoch, stale, history = 0, 0, []
         with progress_bar(f"fine-tuning ({self.kind})", total_steps, config.progress) as advance:
-            for epoch in range(1, config.epochs + 1):
+            for epoch in range(1, epochs + 1):
                 model.train()
                 epoch_loss = 0.0
                 batches = self.batches(task, train, tokenizer, shuffle=True, generator=generator)
@@ -302,8 +303,8 @@ class FinetuneTrainer:
                     best_state = copy.deepcopy(model.state_dict())
                 else:
                     stale += 1
-                    if stale >= config.patience:
-                        advance(steps_per_epoch * (config.epochs - epoch))
+                    if stale >= config.patience and epoch * steps_per_epoch >= config.min_steps:
+                        advance(steps_per_epoch * (epochs - epoch))
                         break
         model.load_state_dict(best_state)
         trained = time.perf_counter()
@@ -331,7 +332,12 @@ class FinetuneTrainer:
                 "calibrate_and_save": finished - trained,
                 "total": finished - started,
             },
-            extra={"best_epoch": best_epoch, "history": history, "base_encoder": str(encoder_dir)},
+            extra={
+                "epochs": epochs,
+                "best_epoch": best_epoch,
+                "history": history,
+                "base_encoder": str(encoder_dir),
+            },
         )
         counts = label_counts(task, examples)
         write_run_record(out_dir, result=result, task=task, config=config, label_counts=counts)
