@@ -114,11 +114,11 @@ class StoreCollector(Collector):
             "understudy_task_mode", "1 for the mode each task is in.", labels=["task", "mode"]
         )
         try:
-            for task in q.tasks_overview(self.store):
+            for task in q.task_gauges(self.store):
                 compared.add_metric([task.key], task.compared)
-                if task.agreement is not None:
-                    agreement.add_metric([task.key], task.agreement)
-                depth.add_metric([task.key], q.review_depth(self.store, task.key))
+                if task.compared:
+                    agreement.add_metric([task.key], task.agreed / task.compared)
+                depth.add_metric([task.key], task.review_depth)
                 mode.add_metric([task.key, task.mode.value], 1)
             for (key, status), count in q.training_run_counts(self.store).items():
                 runs.add_metric([key, status], count)

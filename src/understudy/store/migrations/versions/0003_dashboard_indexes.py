@@ -16,13 +16,12 @@ depends_on = None
 
 # name -> (table, columns); each serves one query family of ``understudy.store.queries``.
 INDEXES = {
-    # rates and charts over time: a covering index, so 100k calls aggregate without row lookups
-    "ix_calls_task_created_cover": (
+    # per-side counts and mean latency over a time range (covering: no row lookups), and the
+    # newest calls of one side (latency percentiles)
+    "ix_calls_task_side_created": (
         "calls",
-        ["task_id", "created_at", "answered_by", "agreed", "latency_ms"],
+        ["task_id", "answered_by", "created_at", "latency_ms"],
     ),
-    # per-side counts and the newest calls of one side (latency percentiles)
-    "ix_calls_task_side_created": ("calls", ["task_id", "answered_by", "created_at"]),
     # the review queue's low-confidence slice
     "ix_calls_task_confidence": ("calls", ["task_id", "confidence"]),
     # the review queue's random slice: a walk along a task's ids from a random point
