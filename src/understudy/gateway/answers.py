@@ -23,16 +23,17 @@ class SseEvent:
     data: str
 
 
-async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SseEvent]:
-    """Split a byte stream into server-sent events (separated by a blank line)."""
+async def sse_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[SseEvent]]:
+    """Split a byte stream into server-sent events (separated by a blank line), yielding the
+    complete events of each network read together, so a relay can forward them in one write."""
     buffer = b""
     async for chunk in chunks:
         buffer += chunk.replace(b"\r\n", b"\n")
-        while b"\n\n" in buffer:
-            raw, buffer = buffer.split(b"\n\n", 1)
-            yield _event(raw + b"\n\n")
+        *complete, buffer = buffer.split(b"\n\n")
+        if complete:
+            yield [_event(raw + b"\n\n") for raw in complete]
     if buffer.strip():
-        yield _event(buffer)
+        yield [_event(buffer)]
 
 
 def _event(raw: bytes) -> SseEvent:

@@ -30,7 +30,7 @@ from understudy.gateway.answers import (
     SseEvent,
     StreamAssembler,
     soft_labels,
-    sse_events,
+    sse_batches,
     usage_tokens,
 )
 from understudy.gateway.body import read_json_object
@@ -329,23 +329,29 @@ async def _relay(
     cancellation), because it is a paid-for label.
     """
     assembler = StreamAssembler()
-    events = sse_events(upstream.aiter_bytes())
+    batches = sse_batches(upstream.aiter_bytes())
     done: SseEvent | None = None
     error: str | None = None
     try:
-        async for event in events:
-            if event.data.strip() == DONE_DATA:
-                done = event
+        async for batch in batches:
+            forward: list[bytes] = []
+            for event in batch:
+                if event.data.strip() == DONE_DATA:
+                    done = event
+                    break
+                assembler.feed(event.data)
+                forward.append(event.raw)
+            if forward:  # events that arrived together leave together: one write, not several
+                yield b"".join(forward)
+            if done is not None:
                 break
-            assembler.feed(event.data)
-            yield event.raw
     except httpx.HTTPError as exc:
         error = f"upstream stream broke: {type(exc).__name__}: {exc}"
         logger.warning("%s (%s)", error, call.request_id)
     except BaseException:
         error = "client disconnected"
         with anyio.CancelScope(shield=True):
-            await _drain(events, assembler)
+            await _drain(batches, assembler)
         raise
     finally:
         # Shielded: a client hanging up cancels this task, and the call must still be logged.
@@ -358,12 +364,13 @@ async def _relay(
         yield done.raw
 
 
-async def _drain(events: AsyncIterator[SseEvent], assembler: StreamAssembler) -> None:
+async def _drain(batches: AsyncIterator[list[SseEvent]], assembler: StreamAssembler) -> None:
     """Read the rest of an upstream stream into ``assembler`` (best effort)."""
     try:
-        async for event in events:
-            if event.data.strip() == DONE_DATA:
-                return
-            assembler.feed(event.data)
+        async for batch in batches:
+            for event in batch:
+                if event.data.strip() == DONE_DATA:
+                    return
+                assembler.feed(event.data)
     except httpx.HTTPError as exc:
         logger.warning("upstream stream broke while draining: %s", exc)
