@@ -859,8 +859,8 @@ def search_calls(
     limit: int = 50,
 ) -> list[CallSummary]:
     """Logged calls, newest first, filtered by task key (all versions), who answered, a substring
-    of the input text (or an exact request id), failure (status ≥ 400 or an error), and
-    ``before`` a time (to page: pass the last row's ``created_at``)."""
+    of the input text (every call with a user message has one) or an exact request id, failure
+    (status ≥ 400 or an error), and ``before`` a time (to page: the last row's ``created_at``)."""
     calls = t.calls.c
     query = (
         sa.select(
@@ -872,9 +872,7 @@ def search_calls(
             calls.latency_ms,
             calls.confidence,
             calls.labels,
-            sa.func.substr(sa.func.coalesce(calls.input_text, calls.user_text, ""), 1, 200).label(
-                "text"
-            ),
+            sa.func.substr(sa.func.coalesce(calls.input_text, ""), 1, 200).label("text"),
             calls.agreed,
             calls.created_at,
         )
@@ -895,21 +893,18 @@ def search_calls(
             )
         if answered_by is not None:
             query = query.where(calls.answered_by == answered_by)
-        if text:
-            needle = f"%{_escape_like(text)}%"
-            query = query.where(
-                sa.or_(
-                    calls.id == text,
-                    calls.input_text.like(needle, escape="\\"),
-                    calls.user_text.like(needle, escape="\\"),
-                )
-            )
         if failed is not None:
             bad = sa.or_(calls.status_code >= 400, calls.error.is_not(None))
             query = query.where(bad if failed else ~bad)
         if before is not None:
             query = query.where(calls.created_at < before)
-        rows = conn.execute(query).all()
+        rows = conn.execute(query.where(calls.id == text)).all() if text else []
+        if not rows:
+            if text:
+                # Separate from the id lookup: a LIKE alone is answered from the (created_at,
+                # input_text) index without reading the wide rows of calls that do not match.
+                query = query.where(calls.input_text.like(f"%{_escape_like(text)}%", escape="\\"))
+            rows = conn.execute(query).all()
     return [
         CallSummary(
             id=r.id,

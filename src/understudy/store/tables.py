@@ -90,7 +90,9 @@ calls = sa.Table(
     sa.Index("ix_calls_task_side_created", "task_id", "answered_by", "created_at", "latency_ms"),
     sa.Index("ix_calls_task_confidence", "task_id", "confidence"),
     sa.Index("ix_calls_task_id", "task_id", "id"),
-    sa.Index("ix_calls_created", "created_at"),
+    # Per dialect (see migration 0003): PostgreSQL caps the size of a B-tree entry.
+    sa.Index("ix_calls_created", "created_at").ddl_if(dialect="postgresql"),
+    sa.Index("ix_calls_created_text", "created_at", "input_text").ddl_if(dialect="sqlite"),
 )
 
 labels = sa.Table(
