@@ -511,3 +511,73 @@ def export_labels(
     except UnderstudyError as exc:
         typer.echo(exc.message, err=True)
         raise typer.Exit(1) from exc
+
+
+# --- security and operations: API keys ------------------------------------------------------
+
+keys_app = typer.Typer(
+    help="Gateway API keys: once one exists, every route but /healthz needs a key.",
+    no_args_is_help=True,
+)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def create_key(
+    admin: Annotated[
+        bool, typer.Option("--admin/--client", help="Admin key (dashboard) or client key (API).")
+    ] = False,
+    name: Annotated[str | None, typer.Option(help="A name to tell the key apart.")] = None,
+) -> None:
+    """Create a key and print it once (only its SHA-256 digest is stored)."""
+    from understudy.store import open_store
+    from understudy.store.keys import KeyRole
+    from understudy.store.keys import create_key as store_create_key
+
+    listed, key = store_create_key(open_store(), KeyRole.ADMIN if admin else KeyRole.CLIENT, name)
+    typer.echo(key)
+    typer.echo(
+        f"{listed.role} key {listed.id} ({listed.prefix}...) created; it is shown only now. "
+        "Gateways accept it within `auth_cache_ttl_s` seconds.",
+        err=True,
+    )
+
+
+@keys_app.command("list")
+def list_keys() -> None:
+    """Every key: id, name, role, the first characters, when created and revoked."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from understudy.store import open_store
+    from understudy.store.keys import list_keys as store_list_keys
+
+    table = Table("id", "name", "role", "key", "created", "revoked")
+    for key in store_list_keys(open_store()):
+        revoked = key.revoked_at.strftime("%Y-%m-%d %H:%M") if key.revoked_at else ""
+        table.add_row(
+            str(key.id),
+            key.name or "",
+            key.role.value,
+            f"{key.prefix}...",
+            key.created_at.strftime("%Y-%m-%d %H:%M"),
+            revoked,
+        )
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def revoke_key(
+    which: Annotated[str, typer.Argument(help="The key's id, name or shown prefix.")],
+) -> None:
+    """Revoke a key; gateways refuse it within `auth_cache_ttl_s` seconds."""
+    from understudy.errors import UnderstudyError
+    from understudy.store import open_store
+    from understudy.store.keys import revoke_key as store_revoke_key
+
+    try:
+        key = store_revoke_key(open_store(), which)
+    except UnderstudyError as exc:
+        typer.echo(exc.message, err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"revoked {key.role} key {key.id} ({key.prefix}...)")

@@ -11,8 +11,10 @@ from fastapi import FastAPI
 from understudy import __version__
 from understudy.dashboard import router as dashboard_router
 from understudy.gateway import chat, classify, feedback, health, models
+from understudy.gateway.auth import AuthMiddleware, KeyCache
 from understudy.gateway.errors import install_error_handlers
 from understudy.gateway.middleware import RequestIdMiddleware
+from understudy.gateway.resilience import ConcurrencyLimitMiddleware
 from understudy.gateway.students import StudentPool
 from understudy.gateway.upstream import Upstream
 from understudy.metrics import install_metrics
@@ -64,6 +66,16 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.students = students
     app.state.background = background
     install_error_handlers(app)
+    # Innermost first: only authenticated requests take a concurrency slot, and the request id
+    # (outside both) also marks their 401/403/429 answers.
+    app.add_middleware(
+        ConcurrencyLimitMiddleware,
+        max_concurrent=settings.max_concurrent_requests,
+        max_queued=settings.max_queued_requests,
+        retry_after_s=settings.queue_retry_after_s,
+    )
+    app.state.keys = KeyCache(store, settings.auth_cache_ttl_s)
+    app.add_middleware(AuthMiddleware, keys=app.state.keys, settings=settings)
     app.add_middleware(RequestIdMiddleware)
     # Added after RequestIdMiddleware so it wraps it and also counts the 500s that one renders.
     install_metrics(app, store)

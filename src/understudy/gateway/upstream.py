@@ -1,13 +1,26 @@
-"""The HTTP client to the upstream (the teacher): pooled connections, timeouts, typed errors."""
+"""The HTTP client to the upstream (the teacher): pooled connections, timeouts, bounded retries
+with jittered backoff, a circuit breaker, typed errors."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
+import re
 from collections.abc import Mapping
 
 import httpx
 
 from understudy.errors import UpstreamError, UpstreamTimeout
+from understudy.gateway.resilience import (
+    RETRY_STATUSES,
+    CircuitBreaker,
+    backoff_s,
+    retry_after_s,
+)
 from understudy.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 # Client request headers worth forwarding to the upstream (auth is handled separately).
 FORWARDED_REQUEST_HEADERS = ("openai-organization", "openai-project", "openai-beta", "user-agent")
@@ -19,6 +32,14 @@ RETURNED_RESPONSE_HEADERS = (
     "openai-organization",
     "retry-after",
 )
+# Things shaped like API keys (OpenAI's ``sk-...``, understudy's ``usk_...``, bearer tokens),
+# masked in any upstream text quoted back to a client or a log.
+_SECRET_PATTERN = re.compile(r"(?i)\b(?:sk|usk)[-_][A-Za-z0-9_-]{6,}|(?<=bearer )[^\s\"',]+")
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with anything shaped like an API key replaced by ``****``."""
+    return _SECRET_PATTERN.sub("****", text)
 
 
 def returned_headers(response: httpx.Response) -> dict[str, str]:
@@ -50,6 +71,15 @@ class Upstream:
             ),
             transport=transport,
         )
+        self.retries = settings.upstream_retries
+        self.backoff_base_s = settings.upstream_backoff_base_s
+        self.backoff_max_s = settings.upstream_backoff_max_s
+        self.retry_after_max_s = settings.upstream_retry_after_max_s
+        self.breaker = CircuitBreaker(
+            settings.upstream_base_url, settings.breaker_failures, settings.breaker_cooldown_s
+        )
+        # Jitter only needs to decorrelate clients, not to be reproducible.
+        self._rng = random.Random()
 
     async def aclose(self) -> None:
         """Close pooled connections."""
@@ -70,20 +100,79 @@ class Upstream:
     ) -> httpx.Response:
         """Send one request; with ``stream`` the body is left unread for the caller to iterate.
 
-        Raises ``UpstreamTimeout`` (504) or ``UpstreamError`` (502) when no answer comes back.
+        429, 5xx and connection failures are retried up to ``upstream_retries`` times with
+        jittered exponential backoff, or after the upstream's ``Retry-After`` when it is at
+        most ``upstream_retry_after_max_s``. All retries happen here, before the caller has
+        sent a byte to its client. The last answer is returned whatever its status.
+
+        The circuit breaker counts each call once, by its final outcome. Raises
+        ``UpstreamUnavailable`` (503) while the circuit is open, ``UpstreamTimeout``
+        (504) or ``UpstreamError`` (502) when no answer comes back.
         """
         if body is not None:
             headers = {**headers, "content-type": "application/json"}
         request = self.client.build_request(method, path, headers=headers, content=body)
-        try:
-            return await self.client.send(request, stream=stream)
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeout(f"upstream timed out: {type(exc).__name__}") from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamError(f"upstream unreachable: {type(exc).__name__}: {exc}") from exc
+        self.breaker.before_call()
+        attempt = 0
+        while True:
+            try:
+                response = await self.client.send(request, stream=stream)
+            except httpx.HTTPError as exc:
+                error, retryable = self._failure(exc)
+                if not retryable or attempt >= self.retries:
+                    if not isinstance(exc, httpx.PoolTimeout):
+                        self.breaker.record_failure()
+                    raise error from exc
+                wait = backoff_s(attempt, self.backoff_base_s, self.backoff_max_s, self._rng)
+            else:
+                retry_wait = self._retry_wait(response, attempt)
+                if retry_wait is None:
+                    if response.status_code >= 500:
+                        self.breaker.record_failure()
+                    else:
+                        self.breaker.record_success()
+                    return response
+                wait = retry_wait
+                await response.aclose()
+            logger.info(
+                "upstream %s %s failed (attempt %d); retrying in %.2f s",
+                method,
+                path,
+                attempt + 1,
+                wait,
+            )
+            await asyncio.sleep(wait)
+            attempt += 1
+
+    def _failure(self, exc: httpx.HTTPError) -> tuple[UpstreamError, bool]:
+        """The typed error for a request that got no answer, and whether to retry it.
+
+        Connection failures (refused, reset, dropped before an answer, connect timeouts) are
+        retried; a read timeout is not (the upstream may still be working on it, and waiting
+        the whole timeout again doubles the client's wait). Running out of pooled connections
+        is our own congestion, not the upstream's failure: not retried, and (in ``send``) not
+        counted by the breaker.
+        """
+        if isinstance(exc, httpx.PoolTimeout):
+            return UpstreamTimeout("no free upstream connection in time: PoolTimeout"), False
+        if isinstance(exc, httpx.ConnectTimeout):
+            return UpstreamTimeout("upstream timed out: ConnectTimeout"), True
+        if isinstance(exc, httpx.TimeoutException):
+            return UpstreamTimeout(f"upstream timed out: {type(exc).__name__}"), False
+        message = mask_secrets(f"upstream unreachable: {type(exc).__name__}: {exc}")
+        return UpstreamError(message), isinstance(exc, httpx.TransportError)
+
+    def _retry_wait(self, response: httpx.Response, attempt: int) -> float | None:
+        """Seconds to wait before retrying this answer, or None to return it."""
+        if response.status_code not in RETRY_STATUSES or attempt >= self.retries:
+            return None
+        asked = retry_after_s(response.headers)
+        if asked is None:
+            return backoff_s(attempt, self.backoff_base_s, self.backoff_max_s, self._rng)
+        return asked if asked <= self.retry_after_max_s else None
 
 
 def upstream_failure(response: httpx.Response, body: bytes) -> UpstreamError:
     """The 502 error for an upstream 5xx answer, quoting the upstream's own message."""
-    message = body[:300].decode(errors="replace")
+    message = mask_secrets(body[:300].decode(errors="replace"))
     return UpstreamError(f"upstream answered {response.status_code}: {message}")

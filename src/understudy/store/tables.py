@@ -141,3 +141,16 @@ student_runs = sa.Table(
     sa.Column("finished_at", UTCDateTime, nullable=True),
     sa.Index("ix_student_runs_task", "task_id"),
 )
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=True),
+    sa.Column("role", sa.String(20), nullable=False),
+    sa.Column("prefix", sa.String(20), nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("revoked_at", UTCDateTime, nullable=True),
+    sa.UniqueConstraint("digest", name="uq_api_keys_digest"),
+)

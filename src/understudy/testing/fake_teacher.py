@@ -23,8 +23,12 @@ What it serves:
 
 Fault knobs (attributes; change them while the server runs): ``latency_ms`` (delay before each
 answer, in ms), ``error_rate`` (probability of a 500, seeded), ``fail_status`` (answer every chat
-call with this HTTP status), ``malformed`` (answer 200 with a body that is not JSON).
-``requests`` holds the chat request bodies received (the newest 10,000).
+call with this HTTP status), ``malformed`` (answer 200 with a body that is not JSON),
+``fail_next`` (answer the next N chat calls with ``fail_next_status``, then normally),
+``retry_after_s`` (a ``Retry-After`` header on every error answer), ``reset_connections``
+(drop the connection after the status line, so the caller sees it break mid-answer).
+``requests`` holds the chat request bodies received (the newest 10,000), ``headers`` their
+request headers.
 """
 
 from __future__ import annotations
@@ -83,6 +87,10 @@ class FakeTeacher:
         model: str = "fake-teacher",
         fail_status: int | None = None,
         malformed: bool = False,
+        fail_next: int = 0,
+        fail_next_status: int = 503,
+        retry_after_s: float | None = None,
+        reset_connections: bool = False,
     ) -> None:
         self.label_fn = label_fn
         self.latency_ms = latency_ms
@@ -91,6 +99,11 @@ class FakeTeacher:
         self.model = model
         self.fail_status = fail_status
         self.malformed = malformed
+        self.fail_next = fail_next
+        self.fail_next_status = fail_next_status
+        self.retry_after_s = retry_after_s
+        self.reset_connections = reset_connections
+        self.headers: deque[dict[str, str]] = deque(maxlen=MAX_RECORDED_REQUESTS)
         self.requests: deque[dict[str, Any]] = deque(maxlen=MAX_RECORDED_REQUESTS)
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -220,17 +233,31 @@ class FakeTeacher:
     # --- HTTP ------------------------------------------------------------------------------
 
     def _fault(self) -> Response | None:
+        if self.reset_connections:
+            return StreamingResponse(_broken_body(), media_type="application/json")
+        with self._lock:
+            failing_next = self.fail_next > 0
+            self.fail_next = max(0, self.fail_next - 1)
+        if failing_next:
+            return self._with_retry_after(
+                _error(self.fail_next_status, "fake teacher: injected failure (fail_next)")
+            )
         if self.fail_status is not None:
-            return _error(
-                self.fail_status, f"fake teacher configured to fail with {self.fail_status}"
+            return self._with_retry_after(
+                _error(self.fail_status, f"fake teacher configured to fail with {self.fail_status}")
             )
         with self._lock:
             failed = self._rng.random() < self.error_rate
         if failed:
-            return _error(500, "fake teacher: injected random failure")
+            return self._with_retry_after(_error(500, "fake teacher: injected random failure"))
         if self.malformed:
             return Response(b'{"choices": [', media_type="application/json")
         return None
+
+    def _with_retry_after(self, response: Response) -> Response:
+        if self.retry_after_s is not None:
+            response.headers["retry-after"] = f"{self.retry_after_s:g}"
+        return response
 
     def create_app(self) -> FastAPI:
         """The teacher's ASGI app."""
@@ -246,6 +273,7 @@ class FakeTeacher:
                 return _error(400, "messages is required", "invalid_request_error")
             with self._lock:
                 self.requests.append(body)
+                self.headers.append(dict(request.headers))
             if self.latency_ms > 0:
                 await asyncio.sleep(self.latency_ms / 1000)
             fault = self._fault()
@@ -266,6 +294,12 @@ class FakeTeacher:
         for chunk in self.chunks(request):
             yield f"data: {json.dumps(chunk)}\n\n".encode()
         yield b"data: [DONE]\n\n"
+
+
+async def _broken_body() -> AsyncIterator[bytes]:
+    """A response body that breaks off: the server drops the connection mid-answer."""
+    yield b'{"id": '
+    raise ConnectionResetError("fake teacher: connection reset (reset_connections)")
 
 
 def _token(text: str, logprob: float) -> dict[str, Any]:
