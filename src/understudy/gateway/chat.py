@@ -240,10 +240,15 @@ def _json_or_none(raw: bytes) -> dict[str, Any] | None:
 
 
 async def _finish_whole(
-    request: Request, call: ChatCall, upstream_response: httpx.Response, raw: bytes
+    request: Request,
+    call: ChatCall,
+    upstream_response: httpx.Response,
+    raw: bytes,
+    *,
+    log_failure: bool = True,
 ) -> Response:
     """Log a complete (non-streamed) upstream answer and return it unchanged; 5xx and
-    unreadable answers become 502."""
+    unreadable answers become 502 (logged only with ``log_failure``)."""
     store = store_of(request)
     status = upstream_response.status_code
     parsed = _json_or_none(raw)
@@ -253,10 +258,11 @@ async def _finish_whole(
     elif status == 200 and parsed is None:
         failure = UpstreamError("upstream answered 200 with a body that is not a JSON object")
     if failure is not None:
-        await _log(
-            store,
-            _record(call, response=parsed, status_code=failure.status_code, error=failure.message),
-        )
+        if log_failure:
+            record = _record(
+                call, response=parsed, status_code=failure.status_code, error=failure.message
+            )
+            await _log(store, record)
         raise failure
     await _log(store, _record(await _settled(call), response=parsed, status_code=status))
     headers = returned_headers(upstream_response)
@@ -275,8 +281,8 @@ async def answer_with_teacher(
 ) -> Response:
     """Forward the call to the upstream, log it, and return the upstream's answer unchanged.
 
-    With ``log_failure`` False an unreachable upstream is not logged here, because the caller
-    answers (and logs) the call another way.
+    With ``log_failure`` False a failed upstream (unreachable, 5xx or unreadable) is not logged
+    here, because the caller answers (and logs) the call another way.
     """
     store = store_of(request)
     try:
@@ -293,7 +299,7 @@ async def answer_with_teacher(
             raw = await upstream_response.aread()
         finally:
             await upstream_response.aclose()
-        return await _finish_whole(request, call, upstream_response, raw)
+        return await _finish_whole(request, call, upstream_response, raw, log_failure=log_failure)
     headers = returned_headers(upstream_response)
     if call.task is not None:
         headers.update(classification_headers(call.task, AnsweredBy.TEACHER))
