@@ -55,7 +55,7 @@ def print_task(console: Console, store: Store, key: str, min_labels: int) -> Non
         ("mode", o.mode.value),
         ("threshold", "default" if o.threshold is None else f"{o.threshold:.3f}"),
         ("serving student", o.serving_version or "none"),
-        ("calls", f"{o.calls:,} ({o.calls_per_day:.0f}/day)"),
+        ("calls (7 days)", f"{o.calls:,} ({o.calls_per_day:.0f}/day)"),
         ("student share", _pct(o.student_share)),
         ("live agreement", f"{_pct(o.agreement)} on {o.compared} compared calls"),
         ("labelled", f"{o.labelled} ({o.human_labelled} by people)"),

@@ -60,6 +60,8 @@ def _when(value: datetime | None) -> str:
 _env.filters.update(pct=_pct, ms=_ms, when=_when)
 
 
+# Own accessors rather than ``understudy.gateway.state``: importing the gateway package from here
+# would import ``create_app``, which imports this router (a cycle).
 def _store(request: Request) -> Store:
     return cast(Store, request.app.state.store)
 
@@ -259,7 +261,7 @@ def review_page(
     """The review queue, one call at a time, driven by the keyboard (see ``review.js``)."""
     store = _store(request)
     task = store.get_task(key)
-    _label_filter(label)
+    _label_filter(label)  # a malformed filter is a 400 here, not an error inside the page's script
     config = {
         "task": key,
         "heads": [

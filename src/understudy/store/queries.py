@@ -39,7 +39,7 @@ SIDES = (TEACHER, STUDENT)
 # Days of traffic behind a task's rates (calls/day, student share, agreement).
 OVERVIEW_DAYS = 7
 # Newest calls per side whose latencies give the p50/p99 (bounded so the page cost is too).
-LATENCY_SAMPLE = 2000
+LATENCY_SAMPLE = 1000
 
 _Row = sa.Row[*tuple[Any, ...]]
 
@@ -80,12 +80,13 @@ class SideLatency:
 class TaskOverview:
     """A task's newest version at a glance, over the last ``OVERVIEW_DAYS`` days of traffic.
 
+    ``calls`` counts that window's calls (an all-time count would cost a scan of every call).
     ``student_share`` is the fraction of calls the student answered; ``agreement`` the fraction of
     compared calls (both sides' labels known) where they agreed, with its 95% Wilson interval
     ``agreement_low``..``agreement_high``. ``tokens_avoided`` estimates the teacher tokens the
     student saved in that window: student-answered calls times the teacher's mean tokens per
-    call (over its newest ``LATENCY_SAMPLE`` calls). ``blockers``
-    say why the task cannot switch to a student (empty when nothing stands in the way).
+    call (over its newest ``LATENCY_SAMPLE`` calls). ``blockers`` say why the task cannot switch
+    to a student (empty when nothing stands in the way).
     """
 
     key: str
@@ -127,9 +128,13 @@ _IN_RANGE = (
     t.calls.c.created_at >= sa.bindparam("start", type_=t.UTCDateTime),
     t.calls.c.created_at < sa.bindparam("end", type_=t.UTCDateTime),
 )
-# Three plain range scans, each over one index alone (no per-row expressions, no temporary
+# Three range scans, each over one index alone (no per-row expressions, no temporary
 # B-tree): an order of magnitude cheaper than one pass with CASE aggregates over 100k calls.
-_COUNT = sa.select(sa.func.count()).select_from(t.calls).where(*_IN_RANGE)  # ix_calls_task_created
+_UNANSWERED = (  # calls no side answered (failed ones): ix_calls_task_side_created, few entries
+    sa.select(sa.func.count())
+    .select_from(t.calls)
+    .where(t.calls.c.answered_by.is_(None), *_IN_RANGE)
+)
 _BY_SIDE = (  # ix_calls_task_side_created, covering latency_ms
     sa.select(t.calls.c.answered_by, sa.func.count(), sa.func.avg(t.calls.c.latency_ms))
     .where(t.calls.c.answered_by.in_(SIDES), *_IN_RANGE)
@@ -146,8 +151,8 @@ def _window(conn: Connection, task_id: int, start: datetime, end: datetime | Non
     """Counts, agreement and mean latency per side of a task's calls created in [start, end)
     (end None: up to now)."""
     params = {"task_id": task_id, "start": start, "end": end or _END_OF_TIME}
-    total = conn.execute(_COUNT, params).scalar_one()
     sides = {side: (n, latency) for side, n, latency in conn.execute(_BY_SIDE, params).all()}
+    total = sum(n for n, _ in sides.values()) + conn.execute(_UNANSWERED, params).scalar_one()
     agreed: dict[bool, int] = {
         bool(value): int(n) for value, n in conn.execute(_BY_AGREED, params).all()
     }
@@ -169,9 +174,6 @@ def _window(conn: Connection, task_id: int, start: datetime, end: datetime | Non
 def _overview(conn: Connection, row: _Row, now: datetime, min_labels: int) -> TaskOverview:
     calls = t.calls.c
     labels = t.labels.c
-    total = conn.execute(
-        sa.select(sa.func.count()).select_from(t.calls).where(calls.task_id == row.id)
-    ).scalar_one()
     recent = _window(conn, row.id, now - timedelta(days=OVERVIEW_DAYS), None)
     latency = {}
     teacher_tokens: list[int] = []
@@ -188,14 +190,15 @@ def _overview(conn: Connection, row: _Row, now: datetime, min_labels: int) -> Ta
         )
         if side == TEACHER:
             teacher_tokens = [(r.prompt_tokens or 0) + (r.completion_tokens or 0) for r in sample]
-    labelled = conn.execute(
-        sa.select(sa.func.count(sa.distinct(labels.call_id))).where(labels.task_id == row.id)
-    ).scalar_one()
-    human = conn.execute(
-        sa.select(sa.func.count(sa.distinct(labels.call_id))).where(
-            labels.task_id == row.id, labels.source == LabelSource.HUMAN.value
-        )
-    ).scalar_one()
+    # One pass over the task's (call_id, source) index entries for both counts.
+    labelled, human = conn.execute(
+        sa.select(
+            sa.func.count(sa.distinct(labels.call_id)),
+            sa.func.count(
+                sa.distinct(sa.case((labels.source == LabelSource.HUMAN.value, labels.call_id)))
+            ),
+        ).where(labels.task_id == row.id)
+    ).one()
     compared, agreed = recent.compared, recent.agreed
     low, high = wilson_interval(agreed, compared) if compared else (None, None)
     # Tokens per teacher call, averaged over the same recent sample as the latencies.
@@ -206,7 +209,7 @@ def _overview(conn: Connection, row: _Row, now: datetime, min_labels: int) -> Ta
         mode=Mode(row.mode),
         threshold=row.threshold,
         serving_version=row.serving_version,
-        calls=int(total),
+        calls=recent.calls,
         calls_per_day=recent.calls / OVERVIEW_DAYS,
         student_share=recent.student_calls / recent.calls if recent.calls else None,
         compared=compared,
