@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from dashboard_support import END, N_CALLS
 from fastapi.testclient import TestClient
 
 from understudy.dashboard.sample import SeededCall, seed_student_run, seed_traffic, sentiment_spec
@@ -14,10 +14,6 @@ from understudy.gateway import create_app
 from understudy.settings import Settings
 from understudy.store import Store, open_store
 from understudy.tasks import Task
-
-# Seeded history ends here, so time-bucketed assertions do not depend on the clock.
-END = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
-N_CALLS = 400
 
 
 @pytest.fixture()

@@ -8,7 +8,7 @@ import itertools
 import json
 from datetime import timedelta
 
-from conftest import END, N_CALLS
+from dashboard_support import END, N_CALLS
 
 from understudy.dashboard.sample import SeededCall, sentiment_spec
 from understudy.store import Store
