@@ -76,6 +76,7 @@ def test_metrics_move_after_real_calls(tmp_path: Path) -> None:
             after = _samples(root)
     teacher_ok = _total(after, "understudy_requests_total", side="teacher", status="200")
     assert teacher_ok == 3
+    assert _total(after, "understudy_requests_total", task="mood", side="teacher") == 3
     assert _total(after, "understudy_requests_total", side="none", status="200") == 1
     assert _total(after, "understudy_requests_total", status="502") == 1
     assert _total(after, "understudy_requests_total") == 5
