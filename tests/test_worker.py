@@ -12,6 +12,7 @@ from understudy.routing import Mode
 from understudy.settings import Settings
 from understudy.store import CallKind, CallRecord, Store, open_store, switch
 from understudy.tasks import LabelSource, Task, detect_task
+from understudy.testing.tiny_models import write_tiny_encoder
 from understudy.worker import Worker
 
 REQUEST = {
@@ -198,3 +199,28 @@ def test_recovery_marks_interrupted_runs_and_discards_half_written_artifacts(
     # Training resumes: the interrupted run does not count as done.
     log_teacher_calls(store, task, 400, seed=6)
     assert "promoted" in [a.what for a in worker.run_once()]
+
+
+def test_encoder_students_are_exported_to_int8_onnx_and_evaluated_as_served(
+    settings: Settings, tmp_path: Path
+) -> None:
+    encoder = write_tiny_encoder(tmp_path / "tiny-encoder", seed=0)
+    probe_settings = settings.model_copy(
+        update={
+            "student_kinds": ["probe"],
+            "base_encoder": encoder,
+            "encoder_student_min_labels": 100,
+            "min_heldout_for_switch": 10_000,  # evaluate and publish, but do not switch
+        }
+    )
+    store = open_store(probe_settings)
+    spec = detect_task(REQUEST)
+    assert spec is not None
+    task = store.register_task(spec)
+    log_teacher_calls(store, task, 300, seed=7)
+    actions = Worker(probe_settings, store).run_once()
+    assert [a.what for a in actions] == ["promoted"]
+    published = probe_settings.models_dir / "review" / "v1"
+    assert (published / "model.int8.onnx").is_file()
+    run = store.student_runs("review")[0]
+    assert run.kind == "probe" and run.metrics is not None and run.metrics["agreement"] > 0.6

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated, cast
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
+
+if TYPE_CHECKING:
+    from understudy.demo import DemoConfig
 
 app = typer.Typer(
     name="understudy",
@@ -581,3 +585,107 @@ def revoke_key(
         typer.echo(exc.message, err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"revoked {key.role} key {key.id} ({key.prefix}...)")
+
+
+def _demo_config(
+    dataset: str,
+    calls: int,
+    concurrency: int,
+    teacher_latency_ms: float,
+    target_agreement: float,
+    data_dir: Path | None,
+) -> DemoConfig:
+    from understudy.demo import DemoConfig
+    from understudy.replay import SCENARIOS
+
+    if dataset not in SCENARIOS:
+        raise typer.BadParameter(f"choose one of {', '.join(SCENARIOS)}", param_hint="--dataset")
+    return DemoConfig(
+        dataset=dataset,  # type: ignore[arg-type]  # checked against SCENARIOS above
+        calls=calls,
+        concurrency=concurrency,
+        teacher_latency_ms=teacher_latency_ms,
+        target_agreement=target_agreement,
+        data_dir=data_dir,
+    )
+
+
+@app.command()
+def demo(
+    dataset: Annotated[str, typer.Option(help="rt-sentiment or trec6.")] = "trec6",
+    calls: Annotated[int, typer.Option(min=1, help="Calls to replay.")] = 4000,
+    concurrency: Annotated[int, typer.Option(min=1, help="Client threads.")] = 8,
+    teacher_latency_ms: Annotated[
+        float, typer.Option(min=0, help="The fake teacher's delay per answer (ms).")
+    ] = 300.0,
+    target_agreement: Annotated[
+        float, typer.Option(min=0.5, max=1.0, help="Agreement the student must keep.")
+    ] = 0.95,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Keep the demo's database and models here.")
+    ] = None,
+) -> None:
+    """The whole story in a few minutes, no API key: shadow, learn, switch, with a live view."""
+    from rich.console import Console
+
+    from understudy.demo import report_table, run_demo
+
+    console = Console()
+    config = _demo_config(
+        dataset, calls, concurrency, teacher_latency_ms, target_agreement, data_dir
+    )
+    report = run_demo(config, console)
+    console.print(report_table(report))
+    console.print(
+        f"Look around: UNDERSTUDY_DATA_DIR={report.config['data_dir']} understudy serve, "
+        "then open http://127.0.0.1:8000/ui"
+    )
+
+
+bench_app = typer.Typer(
+    help="Benchmarks that run from the installed package.", no_args_is_help=True
+)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("e2e")
+def bench_e2e(
+    dataset: Annotated[str, typer.Option(help="rt-sentiment or trec6.")] = "rt-sentiment",
+    calls: Annotated[int, typer.Option(min=1, help="Calls to replay.")] = 5000,
+    concurrency: Annotated[int, typer.Option(min=1, help="Client threads.")] = 8,
+    teacher_latency_ms: Annotated[
+        float, typer.Option(min=0, help="The fake teacher's delay per answer (ms).")
+    ] = 300.0,
+    target_agreement: Annotated[
+        float, typer.Option(min=0.5, max=1.0, help="Agreement the student must keep.")
+    ] = 0.98,
+    out: Annotated[Path, typer.Option(help="Where to write the JSON results.")] = Path(
+        "bench/results/e2e.json"
+    ),
+) -> None:
+    """Replay a dataset stream end to end; print and write coverage, agreement, latency, savings."""
+    import json
+    import platform
+
+    from rich.console import Console
+
+    from understudy.demo import report_table, run_demo
+
+    console = Console()
+    config = _demo_config(dataset, calls, concurrency, teacher_latency_ms, target_agreement, None)
+    report = run_demo(config, console, live=False)
+    console.print(report_table(report))
+    payload = {
+        "benchmark": "e2e",
+        "command": f"understudy bench e2e --dataset {dataset} --calls {calls} "
+        f"--target-agreement {target_agreement}",
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "report": report.to_json(),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    console.print(f"wrote {out}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import (
@@ -83,6 +84,12 @@ class Settings(BaseSettings):
         128, description="Longest student input in tokens; longer inputs are truncated."
     )
 
+    student_backend: Literal["onnx", "torch"] = Field(
+        "onnx",
+        description="How encoder students are served: `onnx` exports dynamic-int8 ONNX (faster "
+        "on CPU; the worker evaluates the int8 model, so its accuracy is what is measured), "
+        "`torch` serves fp32 PyTorch.",
+    )
     student_max_batch: int = Field(
         32, description="Most concurrent texts the gateway groups into one student call."
     )

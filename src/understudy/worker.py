@@ -34,6 +34,7 @@ from understudy.routing import (
     decide_mode_change,
 )
 from understudy.serving.loader import load_student
+from understudy.serving.onnx_export import export_onnx
 from understudy.serving.registry import ModelRegistry
 from understudy.serving.student import Student
 from understudy.settings import Settings
@@ -186,7 +187,6 @@ class Worker:
         target = state.target_agreement or self.settings.target_agreement
         serving = self._serving_student(task, state)
         best = None if serving is None else evaluate(serving, task, heldout, target)
-        promoted: tuple[str, EvaluationReport] | None = None
         actions = []
         for kind in kinds:
             outcome = self._train_candidate(task, kind, train, heldout, target, best)
@@ -201,17 +201,16 @@ class Worker:
             if version is None:
                 actions.append(WorkerAction(task.key, "rejected", summary))
                 continue
-            best, promoted = report, (version, report)
-            actions.append(WorkerAction(task.key, "promoted", f"{version} {summary}"))
-        if promoted is not None:
-            version, report = promoted
+            # Serve the winner at once: slower kinds may still be training after it.
+            best = report
             self.store.update_task_state(
                 task.key,
                 serving_version=version,
                 threshold=report.threshold,
-                reason=f"student {version} ({report.student_kind}) beat the serving student",
+                reason=f"student {version} ({kind}) beat the serving student",
                 version=task.version,
             )
+            actions.append(WorkerAction(task.key, "promoted", f"{version} {summary}"))
         return actions
 
     def _train_candidate(
@@ -231,6 +230,8 @@ class Worker:
         staging = self.registry.staging_dir(task.key)
         try:
             train_student(kind, task, train, staging, student_config(kind, self.settings))
+            if kind in ENCODER_KINDS and self.settings.student_backend == "onnx":
+                export_onnx(staging, quantize_int8=True)
             report = evaluate(load_student(staging), task, heldout, target)
         except Exception as error:
             logger.exception("task %s: training a %s student failed", task.key, kind)
