@@ -190,15 +190,16 @@ def _overview(conn: Connection, row: _Row, now: datetime, min_labels: int) -> Ta
         )
         if side == TEACHER:
             teacher_tokens = [(r.prompt_tokens or 0) + (r.completion_tokens or 0) for r in sample]
-    # One pass over the task's (call_id, source) index entries for both counts.
-    labelled, human = conn.execute(
-        sa.select(
-            sa.func.count(sa.distinct(labels.call_id)),
-            sa.func.count(
-                sa.distinct(sa.case((labels.source == LabelSource.HUMAN.value, labels.call_id)))
-            ),
-        ).where(labels.task_id == row.id)
-    ).one()
+    # Two queries, not one with two DISTINCT aggregates: alone, each streams over the ordered
+    # (task_id, call_id, source) index; together they need two temporary B-trees (slower).
+    labelled = conn.execute(
+        sa.select(sa.func.count(sa.distinct(labels.call_id))).where(labels.task_id == row.id)
+    ).scalar_one()
+    human = conn.execute(
+        sa.select(sa.func.count(sa.distinct(labels.call_id))).where(
+            labels.task_id == row.id, labels.source == LabelSource.HUMAN.value
+        )
+    ).scalar_one()
     compared, agreed = recent.compared, recent.agreed
     low, high = wilson_interval(agreed, compared) if compared else (None, None)
     # Tokens per teacher call, averaged over the same recent sample as the latencies.
