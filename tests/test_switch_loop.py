@@ -17,7 +17,9 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from typer.testing import CliRunner
 
+from understudy.cli import app
 from understudy.routing import Mode
 from understudy.savings import task_savings
 from understudy.settings import Settings
@@ -243,3 +245,13 @@ def test_savings_count_the_teacher_calls_the_student_avoided(store: Store) -> No
     # Every student answer in this test was audited, so nothing was saved net of audits.
     assert priced.audited_calls == priced.student_calls
     assert priced.avoided_tokens == 0 and priced.avoided_cost_usd == 0.0
+
+
+def test_savings_command_prints_each_task(settings: Settings, store: Store) -> None:
+    result = CliRunner().invoke(
+        app, ["savings"], env={"UNDERSTUDY_DATA_DIR": str(settings.data_dir), "COLUMNS": "150"}
+    )
+    assert result.exit_code == 0, result.output
+    saved = task_savings(store, "review", settings.model_prices)
+    row = next(line for line in result.output.splitlines() if "review" in line)
+    assert str(saved.teacher_calls) in row and str(saved.student_calls) in row

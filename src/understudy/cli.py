@@ -689,3 +689,36 @@ def bench_e2e(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=2) + "\n")
     console.print(f"wrote {out}")
+
+
+@app.command("savings")
+def show_savings(
+    task: Annotated[str | None, typer.Argument(help="Task key (default: every task).")] = None,
+) -> None:
+    """Teacher calls, tokens and cost the students avoided, net of audits, per task."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from understudy.savings import task_savings
+    from understudy.settings import Settings
+    from understudy.store import open_store
+
+    settings = Settings()
+    store = open_store(settings)
+    keys = [task] if task else sorted({row.task.key for row in store.list_tasks()})
+    table = Table(title="savings")
+    for column in ("task", "teacher calls", "student calls", "audited", "tokens avoided"):
+        table.add_column(column, justify="right" if column != "task" else "left")
+    table.add_column("cost avoided", justify="right")
+    for key in keys:
+        saved = task_savings(store, key, settings.model_prices)
+        cost = "-" if saved.avoided_cost_usd is None else f"${saved.avoided_cost_usd:.4f}"
+        table.add_row(
+            key,
+            str(saved.teacher_calls),
+            str(saved.student_calls),
+            str(saved.audited_calls),
+            str(saved.avoided_tokens),
+            cost,
+        )
+    Console().print(table)
