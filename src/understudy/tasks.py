@@ -194,7 +194,12 @@ def heads_from_schema(
     if not isinstance(properties, dict):
         return (), (), ()
     required = schema.get("required")
-    required_names = set(required) if isinstance(required, list) else set()
+    # Only string names count; anything else in a malformed ``required`` is ignored (not a 500).
+    required_names = (
+        {name for name in required if isinstance(name, str)}
+        if isinstance(required, list)
+        else set()
+    )
     heads: list[Head] = []
     free: list[str] = []
     for name, raw in properties.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from fastapi import Request
@@ -29,10 +30,59 @@ async def read_json_object(request: Request, limit_bytes: int) -> tuple[bytes, d
             raise PayloadTooLarge(f"request body exceeds the limit of {limit_bytes} bytes")
         chunks.append(chunk)
     raw = b"".join(chunks)
-    try:
-        parsed = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    parsed = parse_json(raw)
+    if parsed is None:
+        raise InvalidRequest("request body is not valid JSON (or nested too deeply)")
     if not isinstance(parsed, dict):
         raise InvalidRequest("request body must be a JSON object")
     return raw, parsed
+
+
+# A ``\uD800``-``\uDFFF`` escape: the only way JSON can carry a lone surrogate, which is valid
+# JSON but not valid Unicode (SQLite, UTF-8 encoders and HTTP headers all reject it).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+
+
+def parse_json(raw: bytes) -> Any:
+    """``raw`` parsed as JSON with lone surrogates replaced by U+FFFD, or None when it is not
+    JSON or nests deeper than the parser's recursion limit.
+
+    Only the parsed copy (stored, shown to students) is repaired; callers forward ``raw``
+    untouched to the upstream.
+    """
+    try:
+        parsed = json.loads(raw)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None
+    if _SURROGATE_ESCAPE.search(raw) is None:  # the common case: no escape, no walk
+        return parsed
+    return _replace_lone_surrogates(parsed)
+
+
+# Valid pairs were already joined by the JSON parser; whatever surrogate is left is alone.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _clean(text: str) -> str:
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
+def _replace_lone_surrogates(value: Any) -> Any:
+    """``value`` with every string (keys included) made valid Unicode; iterative, since the
+    tree may be as deep as the JSON parser allows."""
+    if isinstance(value, str):
+        return _clean(value)
+    root: list[Any] = [value]
+    stack: list[Any] = [root]
+    while stack:
+        node = stack.pop()
+        items = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+        if isinstance(node, dict):
+            node.clear()
+        for key, child in items:
+            if isinstance(child, str):
+                child = _clean(child)
+            elif isinstance(child, dict | list):
+                stack.append(child)
+            node[_clean(key) if isinstance(key, str) else key] = child
+    return root[0]

@@ -10,7 +10,6 @@ classification calls take the same path without a task.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -33,7 +32,7 @@ from understudy.gateway.answers import (
     sse_batches,
     usage_tokens,
 )
-from understudy.gateway.body import read_json_object
+from understudy.gateway.body import parse_json, read_json_object
 from understudy.gateway.state import request_id_of, settings_of, store_of, upstream_of
 from understudy.gateway.student_path import (
     ClassificationCall,
@@ -232,10 +231,7 @@ async def _log(store: Store, record: CallRecord) -> None:
 
 
 def _json_or_none(raw: bytes) -> dict[str, Any] | None:
-    try:
-        parsed = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
+    parsed = parse_json(raw)  # lone surrogates repaired, so the answer can be stored
     return parsed if isinstance(parsed, dict) else None
 
 

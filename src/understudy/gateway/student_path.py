@@ -16,6 +16,7 @@ import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 from fastapi import Request, Response
@@ -140,9 +141,17 @@ def comparison_fields(
     }
 
 
+def header_value(text: str) -> str:
+    """``text`` as a valid HTTP header value: characters outside printable ASCII (a task key
+    comes from the caller's schema name and may hold anything) are percent-encoded."""
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(c if c.isascii() and c.isprintable() else quote(c, safe="") for c in text)
+
+
 def classification_headers(task: Task, answered_by: AnsweredBy) -> dict[str, str]:
     """Headers every classification answer carries (read by clients and the metrics)."""
-    return {ANSWERED_BY_HEADER: answered_by.value, TASK_KEY_HEADER: task.key}
+    return {ANSWERED_BY_HEADER: answered_by.value, TASK_KEY_HEADER: header_value(task.key)}
 
 
 async def answer_with_student(

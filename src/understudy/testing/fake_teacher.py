@@ -314,7 +314,9 @@ def _forced_name(request: dict[str, Any]) -> str:
     choice = request.get("tool_choice")
     if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
         return str(choice["function"].get("name", ""))
-    return str(request["tools"][0]["function"]["name"])
+    tools = request.get("tools")
+    function = tools[0].get("function") if isinstance(tools, list) and tools else None
+    return str(function.get("name", "")) if isinstance(function, dict) else ""
 
 
 @contextmanager
