@@ -722,3 +722,54 @@ def show_savings(
             cost,
         )
     Console().print(table)
+
+
+# --- security and operations: retention and diagnosis ---------------------------------------
+
+
+@app.command("purge")
+def purge(
+    days: Annotated[
+        float | None,
+        typer.Option(help="Purge raw bodies older than this many days (default: retention_days)."),
+    ] = None,
+) -> None:
+    """Delete the raw request/response bodies of old calls; labels and training texts stay."""
+    from understudy.privacy import purge_raw_bodies
+    from understudy.settings import Settings
+    from understudy.store import open_store
+
+    settings = Settings()
+    older_than = days if days is not None else settings.retention_days
+    if older_than is None:
+        typer.echo("give --days or set UNDERSTUDY_RETENTION_DAYS", err=True)
+        raise typer.Exit(2)
+    report = purge_raw_bodies(open_store(settings), older_than)
+    typer.echo(
+        f"purged the raw bodies of {report.calls} calls older than "
+        f"{report.cutoff:%Y-%m-%d %H:%M} UTC"
+    )
+
+
+@app.command("doctor")
+def doctor() -> None:
+    """Check settings, database, upstream, model artifacts and auth; exit 1 if anything is
+    broken, saying how to fix it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from understudy.doctor import Status, diagnose
+
+    findings = diagnose()
+    style = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "red"}
+    table = Table("check", "status", "finding", "how to fix")
+    for finding in findings:
+        table.add_row(
+            finding.check,
+            f"[{style[finding.status]}]{finding.status.value}[/]",
+            finding.detail,
+            finding.fix,
+        )
+    Console(width=160).print(table)
+    if any(finding.status is Status.FAIL for finding in findings):
+        raise typer.Exit(1)

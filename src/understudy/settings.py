@@ -235,10 +235,11 @@ class Settings(BaseSettings):
     redact_patterns: dict[str, str] = Field(
         {
             "EMAIL": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+",
-            "PHONE": r"(?<!\w)\+?\d[\d ().-]{7,}\d(?!\w)",
+            "PHONE": r"(?<!\w)\+?\d(?:[ ().-]{0,2}\d){8,14}(?!\w)",
         },
         description="Name -> regular expression; each match is stored as `[NAME]` when `redact` "
-        "is on.",
+        "is on. The default PHONE matches 9-15 digits with at most two separators between "
+        "digits (so also long digit-only ids; dates do not match).",
     )
     retention_days: float | None = Field(
         None,

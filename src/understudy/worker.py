@@ -22,10 +22,12 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from understudy.evaluation import EvaluationReport, evaluate
+from understudy.privacy import RETENTION_PASS_INTERVAL_S, purge_raw_bodies
 from understudy.routing import (
     HeldoutEvidence,
     LiveEvidence,
@@ -114,11 +116,16 @@ class Worker:
             logger.warning("discarded %d half-written artifact(s)", discarded)
 
     def run(self, stop: threading.Event) -> None:
-        """Pass over all tasks every ``worker_poll_s`` seconds until ``stop`` is set."""
+        """Pass over all tasks every ``worker_poll_s`` seconds until ``stop`` is set; with
+        ``retention_days`` set, purge old raw bodies every ``RETENTION_PASS_INTERVAL_S``."""
         self.recover()
+        next_retention = time.monotonic()
         while not stop.is_set():
             try:
                 self.run_once()
+                if self.settings.retention_days is not None and time.monotonic() >= next_retention:
+                    purge_raw_bodies(self.store, self.settings.retention_days)
+                    next_retention = time.monotonic() + RETENTION_PASS_INTERVAL_S
             except Exception:
                 # A broken pass must not kill the loop; the next pass starts from the store again.
                 logger.exception("worker pass failed")

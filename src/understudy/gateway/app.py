@@ -18,6 +18,7 @@ from understudy.gateway.resilience import ConcurrencyLimitMiddleware
 from understudy.gateway.students import StudentPool
 from understudy.gateway.upstream import Upstream
 from understudy.metrics import install_metrics
+from understudy.privacy import Redactor
 from understudy.serving.registry import ModelRegistry
 from understudy.settings import Settings
 from understudy.store import Store, open_store
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.upstream = upstream
     app.state.students = students
     app.state.background = background
+    app.state.redactor = Redactor.from_settings(settings)
     install_error_handlers(app)
     # Innermost first: only authenticated requests take a concurrency slot, and the request id
     # (outside both) also marks their 401/403/429 answers.

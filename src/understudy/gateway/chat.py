@@ -33,7 +33,13 @@ from understudy.gateway.answers import (
     usage_tokens,
 )
 from understudy.gateway.body import parse_json, read_json_object
-from understudy.gateway.state import request_id_of, settings_of, store_of, upstream_of
+from understudy.gateway.state import (
+    redactor_of,
+    request_id_of,
+    settings_of,
+    store_of,
+    upstream_of,
+)
 from understudy.gateway.student_path import (
     ClassificationCall,
     StudentOpinion,
@@ -44,6 +50,7 @@ from understudy.gateway.student_path import (
     route_call,
 )
 from understudy.gateway.upstream import returned_headers, upstream_failure
+from understudy.privacy import Redactor, for_storage
 from understudy.routing.decide import AnsweredBy
 from understudy.store import CallKind, CallRecord, Store
 from understudy.tasks import (
@@ -76,6 +83,7 @@ class ChatCall:
     template stripped). ``started`` is ``time.perf_counter()`` when the body was read.
     ``opinion`` is the serving student's prediction when it made one (``pending_opinion`` while it
     still runs beside the teacher in shadow mode); it is logged next to the teacher's answer.
+    ``redactor`` (when redaction is on) rewrites the log entry, never what is forwarded.
     """
 
     request_id: str
@@ -90,6 +98,7 @@ class ChatCall:
     started: float
     opinion: StudentOpinion | None = None
     pending_opinion: asyncio.Task[StudentOpinion] | None = None
+    redactor: Redactor | None = None
 
 
 def _validate(payload: dict[str, Any]) -> None:
@@ -135,6 +144,7 @@ async def _prepare(request: Request, body: bytes, payload: dict[str, Any]) -> Ch
         user_text=text,
         input_text=input_text,
         started=started,
+        redactor=redactor_of(request),
     )
 
 
@@ -195,7 +205,7 @@ def _record(
     prompt_tokens, completion_tokens = usage_tokens(response)
     model = (response or {}).get("model") or call.payload.get("model")
     comparison = comparison_fields(call.opinion, labels) if status_code == 200 else {}
-    return CallRecord(
+    record = CallRecord(
         id=call.request_id,
         kind=CallKind.CLASSIFICATION if call.task is not None else CallKind.PASSTHROUGH,
         request=call.payload,
@@ -216,6 +226,7 @@ def _record(
         error=error,
         **comparison,
     )
+    return for_storage(call.redactor, record)
 
 
 async def _settled(call: ChatCall) -> ChatCall:

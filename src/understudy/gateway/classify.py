@@ -18,8 +18,9 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from understudy.errors import InvalidRequest, NoStudent
 from understudy.gateway.body import read_json_object
-from understudy.gateway.state import request_id_of, settings_of, store_of
+from understudy.gateway.state import redactor_of, request_id_of, settings_of, store_of
 from understudy.gateway.student_path import classification_headers, students_of
+from understudy.privacy import for_storage
 from understudy.routing import AnsweredBy
 from understudy.store import CallKind, CallRecord
 from understudy.tasks import Prediction
@@ -116,8 +117,9 @@ async def classify(request: Request) -> JSONResponse:
     ]
 
     def log_all() -> None:
+        redactor = redactor_of(request)
         for record in records:
-            store.record_call(record)
+            store.record_call(for_storage(redactor, record))
 
     await anyio.to_thread.run_sync(log_all)
     content = {

@@ -7,6 +7,7 @@ from typing import cast
 from fastapi import Request
 
 from understudy.gateway.upstream import Upstream
+from understudy.privacy import Redactor
 from understudy.settings import Settings
 from understudy.store import Store
 
@@ -24,6 +25,11 @@ def store_of(request: Request) -> Store:
 def upstream_of(request: Request) -> Upstream:
     """The gateway's pooled client to the teacher."""
     return cast(Upstream, request.app.state.upstream)
+
+
+def redactor_of(request: Request) -> Redactor | None:
+    """The redaction applied to calls before they are stored (None when it is off)."""
+    return cast(Redactor | None, getattr(request.app.state, "redactor", None))
 
 
 def request_id_of(request: Request) -> str:

@@ -24,13 +24,14 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from understudy.errors import UpstreamError
 from understudy.gateway.answers import soft_labels
-from understudy.gateway.state import settings_of, store_of, upstream_of
+from understudy.gateway.state import redactor_of, settings_of, store_of, upstream_of
 from understudy.gateway.student_response import (
     render_completion,
     render_stream,
     student_model_name,
 )
 from understudy.gateway.students import ServingStudent, StudentPool
+from understudy.privacy import for_storage
 from understudy.routing import AnsweredBy, Mode, Route, RoutingPolicy, decide_route
 from understudy.store import CallKind, CallRecord, Store, switch
 from understudy.tasks import AnswerVia, Prediction, Task, answer_object, parse_labels
@@ -188,6 +189,7 @@ async def answer_with_student(
         completion_tokens=0,
         error="teacher unavailable: answered by the student (degraded)" if degraded else None,
     )
+    record = for_storage(redactor_of(request), record)
     await anyio.to_thread.run_sync(store_of(request).record_call, record)
     headers = classification_headers(task, AnsweredBy.STUDENT)
     headers[CONFIDENCE_HEADER] = f"{prediction.confidence:.4f}"
