@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 import httpx
 import sqlalchemy as sa
@@ -95,7 +96,19 @@ def _config(settings: Settings) -> Iterator[Finding]:
 
 def _database(settings: Settings) -> tuple[list[Finding], Store | None]:
     url = settings.resolved_database_url
-    shown = sa.make_url(url).render_as_string(hide_password=True)
+    parsed = sa.make_url(url)
+    shown = parsed.render_as_string(hide_password=True)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").exists():
+        # Connecting would create an empty file; the doctor only reads.
+        return [
+            Finding(
+                "database",
+                Status.FAIL,
+                f"no database at {parsed.database} (at migration none)",
+                "start `understudy serve` once, or check UNDERSTUDY_DATA_DIR / "
+                "UNDERSTUDY_DATABASE_URL",
+            )
+        ], None
     try:
         engine = create_engine(url)
         with engine.connect() as conn:

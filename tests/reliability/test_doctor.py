@@ -66,5 +66,6 @@ def test_an_unmigrated_or_invalid_setup_fails(settings: Settings) -> None:
     }
     code, output = _doctor(env)  # nothing has created the database yet
     assert code == 1 and "at migration none" in output
+    assert not (settings.data_dir / "understudy.db").exists()  # the doctor only reads
     code, output = _doctor({**env, "UNDERSTUDY_MAX_BODY_BYTES": "lots"})
     assert code == 1 and "max_body_bytes" in output
