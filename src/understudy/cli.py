@@ -705,7 +705,7 @@ def show_savings(
 
     settings = Settings()
     store = open_store(settings)
-    keys = [task] if task else sorted({row.task.key for row in store.list_tasks()})
+    keys = [task] if task else [known.key for known, _ in store.latest_tasks()]
     table = Table(title="savings")
     for column in ("task", "teacher calls", "student calls", "audited", "tokens avoided"):
         table.add_column(column, justify="right" if column != "task" else "left")

@@ -24,7 +24,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from understudy.evaluation import EvaluationReport, evaluate
 from understudy.privacy import RETENTION_PASS_INTERVAL_S, purge_raw_bodies
@@ -134,12 +133,8 @@ class Worker:
     def run_once(self) -> list[WorkerAction]:
         """One pass over the latest version of every task; returns what it did."""
         actions: list[WorkerAction] = []
-        latest: dict[str, Any] = {}
-        for row in self.store.list_tasks():
-            if row.task.key not in latest or row.task.version > latest[row.task.key].task.version:
-                latest[row.task.key] = row
-        for row in latest.values():
-            actions.extend(self.step(row.task, row.state))
+        for task, state in self.store.latest_tasks():
+            actions.extend(self.step(task, state))
         return actions
 
     def step(self, task: Task, state: TaskState) -> list[WorkerAction]:
