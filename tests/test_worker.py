@@ -3,6 +3,7 @@ task between modes by the switch policy (real SQLite, real ngram students)."""
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -106,7 +107,8 @@ def test_a_good_student_is_published_and_promotes_the_task_to_cascade(
     run = store.student_runs("review")[0]
     assert run.status == "promoted" and run.kind == "ngram"
     assert run.metrics is not None and run.metrics["agreement"] > 0.95
-    assert (settings.models_dir / "review" / "v1" / "student.json").is_file()
+    metrics = json.loads((settings.models_dir / "review" / "v1" / "metrics.json").read_text())
+    assert metrics["heldout"]["threshold"] == state.threshold
     event = store.events("review")[0]
     assert event.to_mode == "cascade" and event.evidence is not None
     assert event.evidence["heldout"]["version"] == "v1"

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 
 from understudy.evaluation import EvaluationReport, evaluate
+from understudy.evaluation.report import write_heldout_metrics
 from understudy.privacy import RETENTION_PASS_INTERVAL_S, purge_raw_bodies
 from understudy.routing import (
     HeldoutEvidence,
@@ -235,6 +236,7 @@ class Worker:
             if kind in ENCODER_KINDS and self.settings.student_backend == "onnx":
                 export_onnx(staging, quantize_int8=True)
             report = evaluate(load_student(staging), task, heldout, target)
+            write_heldout_metrics(staging, report)
         except Exception as error:
             logger.exception("task %s: training a %s student failed", task.key, kind)
             shutil.rmtree(staging, ignore_errors=True)
