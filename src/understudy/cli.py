@@ -613,7 +613,7 @@ def _demo_config(
 @app.command()
 def demo(
     dataset: Annotated[str, typer.Option(help="rt-sentiment or trec6.")] = "trec6",
-    calls: Annotated[int, typer.Option(min=1, help="Calls to replay.")] = 4000,
+    calls: Annotated[int, typer.Option(min=1, help="Calls to replay.")] = 5000,
     concurrency: Annotated[int, typer.Option(min=1, help="Client threads.")] = 8,
     teacher_latency_ms: Annotated[
         float, typer.Option(min=0, help="The fake teacher's delay per answer (ms).")

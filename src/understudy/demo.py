@@ -59,7 +59,7 @@ class DemoConfig:
     """
 
     dataset: DatasetName = "trec6"
-    calls: int = 4000
+    calls: int = 5000
     concurrency: int = 8
     teacher_latency_ms: float = 300.0
     noise: float = 0.01

@@ -69,3 +69,12 @@ def test_losing_the_student_sends_the_task_back_to_shadow() -> None:
 
 def test_teacher_mode_is_never_changed_by_policy() -> None:
     assert decide_mode_change(Mode.TEACHER, heldout(1.0), LiveEvidence(300, 300), KNOBS) is None
+
+
+def test_a_serving_student_without_a_threshold_steps_back() -> None:
+    lost = HeldoutEvidence("v4", None, 0.0, 0.0, 800)
+    change = decide_mode_change(Mode.CASCADE, lost, NO_LIVE, KNOBS)
+    assert change is not None and change.to_mode is Mode.SHADOW
+    assert "no longer keeps" in change.reason
+    change = decide_mode_change(Mode.STUDENT, lost, LiveEvidence(300, 300), KNOBS)
+    assert change is not None and change.to_mode is Mode.CASCADE

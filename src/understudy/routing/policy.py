@@ -81,6 +81,14 @@ def decide_mode_change(
     if mode in ROLLBACK:
         if heldout is None:
             return ModeChange(Mode.SHADOW, "no serving student", evidence)
+        if heldout.threshold is None:
+            # Without a threshold the cascade would answer nothing: say so instead of pretending.
+            reason = (
+                f"student {heldout.version} no longer keeps agreement >= "
+                f"{knobs.target_agreement:.3f} at any confidence on "
+                f"{heldout.heldout_size} held-out calls"
+            )
+            return ModeChange(ROLLBACK[mode], reason, evidence)
         lower, upper = live.bounds
         if live.comparisons >= knobs.min_live_for_rollback and upper < knobs.target_agreement:
             reason = (
