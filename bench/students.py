@@ -228,16 +228,22 @@ def peer_setfit(
 
     model = SetFitModel.from_pretrained(str(default_encoder_dir()))
     model.model_body.max_seq_length = args.max_length
-    trainer = SetFitTrainer(
-        model=model,
-        args=TrainingArguments(
-            batch_size=16, num_epochs=1, num_iterations=args.setfit_iterations, seed=args.seed
-        ),
-        train_dataset=Dataset.from_dict(
-            {"text": [t for t, _ in train], "label": [label for _, label in train]}
-        ),
-    )
-    trainer.train()
+    # SetFit writes checkpoints; keep them out of the working tree.
+    with tempfile.TemporaryDirectory(prefix="setfit-") as output_dir:
+        trainer = SetFitTrainer(
+            model=model,
+            args=TrainingArguments(
+                output_dir=output_dir,
+                batch_size=16,
+                num_epochs=1,
+                num_iterations=args.setfit_iterations,
+                seed=args.seed,
+            ),
+            train_dataset=Dataset.from_dict(
+                {"text": [t for t, _ in train], "label": [label for _, label in train]}
+            ),
+        )
+        trainer.train()
     return [str(p) for p in model.predict([t for t, _ in test])]
 
 
