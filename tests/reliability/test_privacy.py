@@ -58,7 +58,7 @@ def test_redaction_applies_before_storage_only(settings: Settings, teacher: Fake
     database = Path(store.engine.url.database or "")
     store.close()
     raw = b"".join(p.read_bytes() for p in database.parent.glob(database.name + "*"))
-    assert b"jane.doe" not in raw and b"555" not in raw
+    assert b"jane.doe" not in raw and b"123-4567" not in raw
 
 
 def _old_and_new_calls(store: Store) -> None:
