@@ -59,7 +59,7 @@ async def test_requests_arriving_during_a_batch_form_the_next_batch() -> None:
     assert student.calls == [["t0"], [f"t{i}" for i in range(1, 11)]]
     assert [next(iter(r.probs["echo"])) for r in results] == [f"t{i}" for i in range(11)]
     assert all(name.startswith("understudy-batch") for name in student.threads)
-    assert batcher.stats.sizes == [1, 10]
+    assert list(batcher.stats.sizes) == [1, 10]
     await batcher.close()
 
 

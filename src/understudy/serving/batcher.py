@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -21,13 +22,18 @@ from understudy.tasks import Prediction
 log = logging.getLogger(__name__)
 
 
+# Batch sizes remembered by ``BatchStats``: the recent ones, so a long-running gateway's memory
+# stays flat.
+RECENT_BATCHES = 1000
+
+
 @dataclass
 class BatchStats:
-    """Counters of a batcher: batches run and requests answered (for tests and metrics)."""
+    """Counters of a batcher: batches run, requests answered, recent batch sizes."""
 
     batches: int = 0
     requests: int = 0
-    sizes: list[int] = field(default_factory=list)
+    sizes: deque[int] = field(default_factory=lambda: deque(maxlen=RECENT_BATCHES))
 
 
 @dataclass
