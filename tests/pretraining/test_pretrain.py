@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,15 +21,6 @@ from understudy.pretraining.vocab import special_token_ids, train_wordpiece
 SUBJECTS = ("the cat", "a dog", "my friend", "the teacher", "our team")
 VERBS = ("likes", "hates", "watches", "reads", "finds")
 OBJECTS = ("the movie", "a book", "the game", "this story", "the show")
-
-
-@pytest.fixture(autouse=True)
-def _single_thread() -> Iterator[None]:
-    # Tiny tensors: OpenMP hand-offs between 2 busy cores cost more than the arithmetic.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _corpus(n: int = 400) -> list[str]:

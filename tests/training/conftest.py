@@ -4,11 +4,9 @@ random encoder, shared by the training tests."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from understudy.tasks import Example, Head, HeadKind, Task
 from understudy.testing.tiny_models import write_tiny_encoder
@@ -72,13 +70,3 @@ def train_examples() -> list[Example]:
 def test_examples() -> list[Example]:
     """200 held-out tickets from another seed."""
     return make_examples(200, seed=2)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny models gain nothing from threads, and on a shared 2-core runner intra-op threads
-    contend with other test processes; one thread keeps timings steady."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
