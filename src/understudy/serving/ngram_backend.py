@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import joblib
 import numpy as np
@@ -13,6 +14,16 @@ from understudy.serving.artifact import NGRAM_FILE, StudentManifest
 from understudy.serving.ngram_fast import FastNgramHead
 from understudy.serving.student import FloatArray, predictions_from_logits
 from understudy.tasks import Head, Prediction
+
+
+def _fast_or_pipeline(pipeline: Any) -> Any:
+    """The fast path for the trainer's own TF-IDF + SGD pipelines (the same arithmetic without
+    scikit-learn's per-call overhead of milliseconds per text); any other fitted pipeline with
+    ``predict_proba`` and ``classes_`` is used as it is."""
+    try:
+        return FastNgramHead(pipeline)
+    except (ValueError, KeyError, AttributeError, TypeError):
+        return pipeline
 
 
 class NgramStudent:
@@ -30,14 +41,9 @@ class NgramStudent:
         pipelines = joblib.load(path)
         if not isinstance(pipelines, dict):
             raise ModelError(f"{path} does not hold a dict of pipelines per head")
-        # The same arithmetic as each pipeline's predict_proba, without scikit-learn's per-call
-        # overhead (milliseconds per text on the gateway's hot path).
-        try:
-            self._heads: dict[str, FastNgramHead] = {
-                name: FastNgramHead(pipeline) for name, pipeline in pipelines.items()
-            }
-        except (ValueError, KeyError, AttributeError) as error:
-            raise ModelError(f"{path} is not a TF-IDF + SGD pipeline per head: {error}") from None
+        self._heads: dict[str, Any] = {
+            name: _fast_or_pipeline(pipeline) for name, pipeline in pipelines.items()
+        }
         # Column index in Head.labels order for each class the pipeline knows; a label never seen
         # in training has no column and gets probability 0.
         self._columns: dict[str, list[int]] = {}
@@ -56,7 +62,7 @@ class NgramStudent:
             return []
         logits: dict[str, FloatArray] = {}
         for head in self.heads:
-            proba = self._heads[head.name].predict_proba(texts)
+            proba = np.asarray(self._heads[head.name].predict_proba(list(texts)), dtype=float)
             full = np.full((len(texts), len(head.labels)), -np.inf)
             with np.errstate(divide="ignore"):  # log(0) = -inf is the intended logit of p = 0
                 full[:, self._columns[head.name]] = np.log(proba)
