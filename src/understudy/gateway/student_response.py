@@ -88,16 +88,19 @@ def render_stream(
     created = int(time.time())
     content = answer_json(heads, prediction)
 
-    def chunk(delta: dict[str, Any], finish: str | None, **extra: Any) -> bytes:
+    def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
         body = {
             "id": completion_id,
             "object": "chat.completion.chunk",
             "created": created,
             "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+            "choices": choices,
             **extra,
         }
         return f"data: {json.dumps(body, separators=(',', ':'))}\n\n".encode()
+
+    def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
+        return event([{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}])
 
     if via is AnswerVia.TOOL:
         call = _message(request, via, content)["tool_calls"][0]
@@ -110,13 +113,5 @@ def render_stream(
     yield chunk({}, "stop")
     stream_options = request.get("stream_options")
     if isinstance(stream_options, dict) and stream_options.get("include_usage"):
-        usage_chunk = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [],
-            "usage": dict(ZERO_USAGE),
-        }
-        yield f"data: {json.dumps(usage_chunk, separators=(',', ':'))}\n\n".encode()
+        yield event([], usage=dict(ZERO_USAGE))
     yield b"data: [DONE]\n\n"
