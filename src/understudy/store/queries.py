@@ -30,7 +30,7 @@ from understudy.store import tables as t
 from understudy.store.records import CallKind
 
 # The store's own row-to-Task conversion, shared so both read the tasks table one way.
-from understudy.store.repository import Store, _task_of
+from understudy.store.repository import NEWEST_TASK_VERSIONS, Store, _task_of
 from understudy.tasks import LabelSource, Task
 
 TEACHER = "teacher"
@@ -253,19 +253,7 @@ def tasks_overview(
 ) -> list[TaskOverview]:
     """Every task's overview (newest version of each key), by key."""
     with store.engine.connect() as conn:
-        newest = (
-            sa.select(t.tasks.c.key, sa.func.max(t.tasks.c.version).label("version"))
-            .group_by(t.tasks.c.key)
-            .subquery()
-        )
-        rows = conn.execute(
-            sa.select(t.tasks)
-            .join(
-                newest,
-                sa.and_(t.tasks.c.key == newest.c.key, t.tasks.c.version == newest.c.version),
-            )
-            .order_by(t.tasks.c.key)
-        ).all()
+        rows = conn.execute(NEWEST_TASK_VERSIONS).all()
         moment = now or t.utcnow()
         return [_overview(conn, row, moment, min_labels) for row in rows]
 

@@ -50,6 +50,23 @@ _TEMPLATE_RECHECK_S = 5.0
 _UNSET: Any = object()
 
 
+def _newest_task_versions() -> sa.Select[Any]:
+    newest = (
+        sa.select(t.tasks.c.key, sa.func.max(t.tasks.c.version).label("version"))
+        .group_by(t.tasks.c.key)
+        .subquery()
+    )
+    return (
+        sa.select(t.tasks)
+        .join(newest, sa.and_(t.tasks.c.key == newest.c.key, t.tasks.c.version == newest.c.version))
+        .order_by(t.tasks.c.key)
+    )
+
+
+NEWEST_TASK_VERSIONS = _newest_task_versions()
+"""Rows of the ``tasks`` table for the newest version of each key, by key."""
+
+
 def is_heldout(call_id: str, fraction: float) -> bool:
     """Whether a call belongs to the held-out split: a fixed function of its id, in [0, 1)."""
     digest = hashlib.sha256(call_id.encode()).digest()
@@ -275,20 +292,8 @@ class Store:
 
     def latest_tasks(self) -> list[tuple[Task, TaskState]]:
         """The newest version of every task with its state (no counts: cheap to call often)."""
-        newest = (
-            sa.select(t.tasks.c.key, sa.func.max(t.tasks.c.version).label("version"))
-            .group_by(t.tasks.c.key)
-            .subquery()
-        )
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(t.tasks)
-                .join(
-                    newest,
-                    sa.and_(t.tasks.c.key == newest.c.key, t.tasks.c.version == newest.c.version),
-                )
-                .order_by(t.tasks.c.key)
-            ).all()
+            rows = conn.execute(NEWEST_TASK_VERSIONS).all()
         return [(_task_of(row), _state_of(row)) for row in rows]
 
     def cached_task(self, spec: TaskSpec) -> Task | None:
