@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
 from understudy.errors import UnknownTask
 from understudy.gateway.answers import usage_tokens
 from understudy.store import CallKind, CallRecord, Store
@@ -117,9 +115,7 @@ class Importer:
         return self.report
 
     def _record(self, number: int, record: CallRecord) -> None:
-        try:
-            self.store.record_call(record)
-        except sa.exc.IntegrityError:
+        if not self.store.record_call(record):
             self.report.duplicates += 1
             return
         self.report.imported += 1

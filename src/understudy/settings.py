@@ -284,3 +284,9 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         """Root of the versioned student registry: ``<data_dir>/models``."""
         return self.data_dir / "models"
+
+    @property
+    def journal_dir(self) -> Path:
+        """Where the gateway journals calls before they reach the database:
+        ``<data_dir>/journal`` (local to each gateway replica)."""
+        return self.data_dir / "journal"

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI
 
 from understudy import __version__
@@ -22,11 +23,13 @@ from understudy.privacy import Redactor
 from understudy.serving.registry import ModelRegistry
 from understudy.settings import Settings
 from understudy.store import Store, open_store
+from understudy.store.call_log import CallLog
 
 
 def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
     """The gateway app. ``app.state`` holds ``settings``, ``store``, ``upstream``, the serving
-    ``students`` and the ``background`` tasks (audits) still running.
+    ``students``, the ``background`` tasks (audits) still running and, while the app is served,
+    the ``call_log`` that answered calls are written through.
 
     A store passed in stays open after shutdown (its owner closes it); one opened here from
     ``settings`` is closed with the app.
@@ -46,12 +49,16 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     background: set[asyncio.Task[None]] = set()
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Started here, not in create_app, so an app that is never served starts no thread.
+        call_log = await anyio.to_thread.run_sync(CallLog, store, settings.journal_dir)
+        app.state.call_log = call_log
         yield
         if background:
             await asyncio.wait(set(background), timeout=settings.upstream_timeout_s)
         await students.close()
         await upstream.aclose()
+        await anyio.to_thread.run_sync(call_log.close)
         if owns_store:
             store.close()
 

@@ -2,9 +2,10 @@
 
 A call is parsed, its task detected (``understudy.tasks.detect_task``) and its student input
 extracted; ``route`` then decides who answers. The teacher path forwards the request unchanged
-to the upstream, logs the call (committed before the response leaves; for a stream, before its
-final ``[DONE]`` event) and returns the upstream's answer unchanged. Calls that are not
-classification calls take the same path without a task.
+to the upstream, logs the call (journaled before the response leaves, see
+``understudy.store.call_log``; for a stream, before its final ``[DONE]`` event) and returns the
+upstream's answer unchanged. Calls that are not classification calls take the same path without
+a task.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from understudy.gateway.answers import (
 )
 from understudy.gateway.body import parse_json, read_json_object
 from understudy.gateway.state import (
+    call_log_of,
     redactor_of,
     request_id_of,
     settings_of,
@@ -53,6 +55,7 @@ from understudy.gateway.upstream import returned_headers, upstream_failure
 from understudy.privacy import Redactor, for_storage
 from understudy.routing.decide import AnsweredBy
 from understudy.store import CallKind, CallRecord, Store
+from understudy.store.call_log import CallLog
 from understudy.tasks import (
     TASK_HEADER,
     AnswerVia,
@@ -236,11 +239,6 @@ async def _settled(call: ChatCall) -> ChatCall:
     return replace(call, opinion=await call.pending_opinion, pending_opinion=None)
 
 
-async def _log(store: Store, record: CallRecord) -> None:
-    """Commit a call record from a worker thread (never on the event loop)."""
-    await anyio.to_thread.run_sync(store.record_call, record)
-
-
 def _json_or_none(raw: bytes) -> dict[str, Any] | None:
     parsed = parse_json(raw)  # lone surrogates repaired, so the answer can be stored
     return parsed if isinstance(parsed, dict) else None
@@ -256,7 +254,7 @@ async def _finish_whole(
 ) -> Response:
     """Log a complete (non-streamed) upstream answer and return it unchanged; 5xx and
     unreadable answers become 502 (logged only with ``log_failure``)."""
-    store = store_of(request)
+    call_log = call_log_of(request)
     status = upstream_response.status_code
     parsed = _json_or_none(raw)
     failure: UpstreamError | None = None
@@ -269,9 +267,9 @@ async def _finish_whole(
             record = _record(
                 call, response=parsed, status_code=failure.status_code, error=failure.message
             )
-            await _log(store, record)
+            call_log.submit(record)
         raise failure
-    await _log(store, _record(await _settled(call), response=parsed, status_code=status))
+    call_log.submit(_record(await _settled(call), response=parsed, status_code=status))
     headers = returned_headers(upstream_response)
     if call.task is not None and status == 200:
         headers.update(classification_headers(call.task, AnsweredBy.TEACHER))
@@ -291,7 +289,7 @@ async def answer_with_teacher(
     With ``log_failure`` False a failed upstream (unreachable, 5xx or unreadable) is not logged
     here, because the caller answers (and logs) the call another way.
     """
-    store = store_of(request)
+    call_log = call_log_of(request)
     try:
         upstream_response = await upstream_of(request).send(
             "POST", UPSTREAM_PATH, call.upstream_headers, call.body, stream=call.stream
@@ -299,7 +297,7 @@ async def answer_with_teacher(
     except UpstreamError as exc:
         if log_failure:
             record = _record(call, response=None, status_code=exc.status_code, error=exc.message)
-            await _log(store, record)
+            call_log.submit(record)
         raise
     if not call.stream or upstream_response.status_code != 200:
         try:
@@ -311,7 +309,7 @@ async def answer_with_teacher(
     if call.task is not None:
         headers.update(classification_headers(call.task, AnsweredBy.TEACHER))
     return _RelayResponse(
-        _relay(store, call, upstream_response), headers=headers, media_type="text/event-stream"
+        _relay(call_log, call, upstream_response), headers=headers, media_type="text/event-stream"
     )
 
 
@@ -333,11 +331,11 @@ class _RelayResponse(StreamingResponse):
 
 
 async def _relay(
-    store: Store, call: ChatCall, upstream: httpx.Response
+    call_log: CallLog, call: ChatCall, upstream: httpx.Response
 ) -> AsyncGenerator[bytes, None]:
     """Forward server-sent events as they arrive; log the assembled answer after the last one.
 
-    The final ``[DONE]`` event is held back until the call is committed. When the client goes
+    The final ``[DONE]`` event is held back until the call is journaled. When the client goes
     away mid-stream, the rest of the teacher's answer is still read and logged (shielded from
     cancellation), because it is a paid-for label.
     """
@@ -372,7 +370,7 @@ async def _relay(
             await upstream.aclose()
             call = await _settled(call)
             record = _record(call, response=assembler.completion(), status_code=200, error=error)
-            await _log(store, record)
+            call_log.submit(record)
     if done is not None:
         yield done.raw
 

@@ -18,7 +18,13 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from understudy.errors import InvalidRequest, NoStudent
 from understudy.gateway.body import read_json_object
-from understudy.gateway.state import redactor_of, request_id_of, settings_of, store_of
+from understudy.gateway.state import (
+    call_log_of,
+    redactor_of,
+    request_id_of,
+    settings_of,
+    store_of,
+)
 from understudy.gateway.student_path import classification_headers, students_of
 from understudy.privacy import for_storage
 from understudy.routing import AnsweredBy
@@ -116,12 +122,9 @@ async def classify(request: Request) -> JSONResponse:
         for call_id, text, prediction in zip(ids, texts, predictions, strict=True)
     ]
 
-    def log_all() -> None:
-        redactor = redactor_of(request)
-        for record in records:
-            store.record_call(for_storage(redactor, record))
-
-    await anyio.to_thread.run_sync(log_all)
+    call_log, redactor = call_log_of(request), redactor_of(request)
+    for record in records:
+        call_log.submit(for_storage(redactor, record))
     content = {
         "task": task.key,
         "task_version": task.version,

@@ -10,6 +10,7 @@ from understudy.gateway.upstream import Upstream
 from understudy.privacy import Redactor
 from understudy.settings import Settings
 from understudy.store import Store
+from understudy.store.call_log import CallLog
 
 
 def settings_of(request: Request) -> Settings:
@@ -20,6 +21,11 @@ def settings_of(request: Request) -> Settings:
 def store_of(request: Request) -> Store:
     """The gateway's store."""
     return cast(Store, request.app.state.store)
+
+
+def call_log_of(request: Request) -> CallLog:
+    """The write-behind log answered calls are recorded through."""
+    return cast(CallLog, request.app.state.call_log)
 
 
 def upstream_of(request: Request) -> Upstream:

@@ -24,7 +24,13 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from understudy.errors import UpstreamError
 from understudy.gateway.answers import soft_labels
-from understudy.gateway.state import redactor_of, settings_of, store_of, upstream_of
+from understudy.gateway.state import (
+    call_log_of,
+    redactor_of,
+    settings_of,
+    store_of,
+    upstream_of,
+)
 from understudy.gateway.student_response import (
     render_completion,
     render_stream,
@@ -189,8 +195,7 @@ async def answer_with_student(
         completion_tokens=0,
         error="teacher unavailable: answered by the student (degraded)" if degraded else None,
     )
-    record = for_storage(redactor_of(request), record)
-    await anyio.to_thread.run_sync(store_of(request).record_call, record)
+    call_log_of(request).submit(for_storage(redactor_of(request), record))
     headers = classification_headers(task, AnsweredBy.STUDENT)
     headers[CONFIDENCE_HEADER] = f"{prediction.confidence:.4f}"
     if degraded:

@@ -14,6 +14,7 @@ from alembic.config import Config
 from sqlalchemy.engine import Connection, Engine
 
 from understudy.settings import Settings
+from understudy.store.call_log import wait_for_pending_calls
 from understudy.store.repository import Store
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -35,14 +36,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite files get their directory created and the pragmas above."""
+    """An engine for ``url``; SQLite files get their directory created and the pragmas above.
+    Its connections wait for the calls this process has journaled but not yet committed (see
+    ``understudy.store.call_log``), so a reader never misses a call that was answered."""
     parsed = sa.make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(url, pool_pre_ping=True)
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, connect_args={"check_same_thread": False})
-    sa.event.listen(engine, "connect", _sqlite_pragmas)
+        engine = sa.create_engine(url, pool_pre_ping=True)
+    else:
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    database_url = str(engine.url)
+    sa.event.listen(engine, "checkout", lambda *_: wait_for_pending_calls(database_url))
     return engine
 
 

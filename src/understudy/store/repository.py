@@ -10,8 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,9 +43,6 @@ logger = logging.getLogger(__name__)
 
 # Which label wins when several sources labelled the same head of the same call.
 _SOURCE_RANK = {LabelSource.TEACHER: 0, LabelSource.IMPORT: 1, LabelSource.HUMAN: 2}
-# A task whose template is not learned yet is re-read after this many seconds, so a template
-# learned by another gateway replica is picked up.
-_TEMPLATE_RECHECK_S = 5.0
 _UNSET: Any = object()
 
 
@@ -159,7 +155,7 @@ class Store:
         self._lock = threading.Lock()
         self._by_fingerprint: dict[tuple[str, str], Task] = {}
         self._ids: dict[tuple[str, int], int] = {}
-        self._templates: dict[int, tuple[tuple[str, str] | None, float]] = {}
+        self._templates: dict[int, tuple[str, str]] = {}  # learned templates by task id
 
     def close(self) -> None:
         """Release the engine's connections."""
@@ -302,16 +298,10 @@ class Store:
         return self._by_fingerprint.get((spec.key, spec.fingerprint))
 
     def cached_template(self, task: Task) -> tuple[str, str] | None:
-        """``template(task)`` when it can be answered from memory, else None."""
+        """The task's learned template when this store already knows it, else None (not learned
+        yet, or learned by another process: ``template`` reads the database)."""
         task_id = self._ids.get((task.key, task.version))
-        if task_id is None:
-            return None
-        cached, checked_at = self._templates.get(task_id, (None, 0.0))
-        if cached is not None:
-            return cached
-        if time.monotonic() - checked_at < _TEMPLATE_RECHECK_S:
-            return ("", "")
-        return None
+        return None if task_id is None else self._templates.get(task_id)
 
     def template(self, task: Task) -> tuple[str, str]:
         """The task's learned prompt template ``(prefix, suffix)``; ``("", "")`` until learned."""
@@ -325,12 +315,12 @@ class Store:
                     t.tasks.c.id == task_id
                 )
             ).one()
-        learned = (
-            None if row.template_prefix is None else (row.template_prefix, row.template_suffix)
-        )
+        if row.template_prefix is None:
+            return ("", "")
+        learned = (row.template_prefix, row.template_suffix)
         with self._lock:
-            self._templates[task_id] = (learned, time.monotonic())
-        return learned or ("", "")
+            self._templates[task_id] = learned
+        return learned
 
     def task_state(self, task_key: str, version: int | None = None) -> TaskState:
         """Mode, threshold and serving version of a task (its latest version by default)."""
@@ -519,47 +509,36 @@ class Store:
 
     # --- calls and labels -----------------------------------------------------------------
 
-    def record_call(self, record: CallRecord) -> None:
-        """Log one call, committed when this returns. Labels of a teacher or imported answer
-        are stored as training labels; the task's template is learned once enough calls exist."""
-        created_at = record.created_at or t.utcnow()
+    def record_call(self, record: CallRecord) -> bool:
+        """Log one call, committed when this returns (see ``record_calls``); False when a call
+        with its id was already logged (nothing is written then)."""
+        return self.record_calls([record]) == 1
+
+    def record_calls(self, records: Sequence[CallRecord]) -> int:
+        """Log calls in one transaction, committed when this returns; returns how many were new.
+
+        A call whose id is already logged is skipped, so replaying a journal is safe. Labels of
+        a teacher or imported answer are stored as training labels; each task's template is
+        learned once enough calls exist.
+        """
+        if not records:
+            return 0
         with self.engine.begin() as conn:
-            task_id = None if record.task is None else self._task_id(conn, record.task)
-            # Parameters passed beside the statement (not via .values()) keep SQLAlchemy's
-            # compiled-statement cache hot: this insert runs once per gateway call.
-            conn.execute(
-                t.calls.insert(),
-                {
-                    "id": record.id,
-                    "task_id": task_id,
-                    "kind": record.kind.value,
-                    "stream": record.stream,
-                    "request": record.request,
-                    "response": record.response,
-                    "status_code": record.status_code,
-                    "user_text": record.user_text,
-                    "input_text": record.input_text,
-                    "labels": record.labels,
-                    "soft_labels": record.soft_labels,
-                    "answered_by": record.answered_by,
-                    "student_version": record.student_version,
-                    "confidence": record.confidence,
-                    "teacher_model": record.teacher_model,
-                    "latency_ms": record.latency_ms,
-                    "prompt_tokens": record.prompt_tokens,
-                    "completion_tokens": record.completion_tokens,
-                    "error": record.error,
-                    "heldout": is_heldout(record.id, self.heldout_fraction),
-                    "created_at": created_at,
-                    "student_labels": record.student_labels,
-                    "agreed": record.agreed,
-                },
-            )
-            source = record.label_source
-            if task_id is not None and source is not None and record.labels:
+            logged = set(
                 conn.execute(
-                    t.labels.insert(),
-                    [
+                    sa.select(t.calls.c.id).where(t.calls.c.id.in_([r.id for r in records]))
+                ).scalars()
+            )
+            fresh = {r.id: r for r in records if r.id not in logged}.values()
+            calls: list[dict[str, Any]] = []
+            labels: list[dict[str, Any]] = []
+            learning: set[int] = set()
+            for record in fresh:
+                task_id = None if record.task is None else self._task_id(conn, record.task)
+                calls.append(self._call_row(record, task_id))
+                source = record.label_source
+                if task_id is not None and source is not None and record.labels:
+                    labels.extend(
                         {
                             "call_id": record.id,
                             "task_id": task_id,
@@ -567,17 +546,51 @@ class Store:
                             "value": value,
                             "source": source.value,
                             "author": record.teacher_model,
-                            "created_at": created_at,
+                            "created_at": calls[-1]["created_at"],
                         }
                         for head, value in record.labels.items()
-                    ],
-                )
-            if task_id is not None and record.user_text is not None:
+                    )
+                if task_id is not None and record.user_text is not None:
+                    learning.add(task_id)
+            # Parameters passed beside the statement (not via .values()) keep SQLAlchemy's
+            # compiled-statement cache hot: these inserts run for every gateway call.
+            if calls:
+                conn.execute(t.calls.insert(), calls)
+            if labels:
+                conn.execute(t.labels.insert(), labels)
+            for task_id in learning:
                 self._maybe_learn_template(conn, task_id)
+        return len(calls)
+
+    def _call_row(self, record: CallRecord, task_id: int | None) -> dict[str, Any]:
+        return {
+            "id": record.id,
+            "task_id": task_id,
+            "kind": record.kind.value,
+            "stream": record.stream,
+            "request": record.request,
+            "response": record.response,
+            "status_code": record.status_code,
+            "user_text": record.user_text,
+            "input_text": record.input_text,
+            "labels": record.labels,
+            "soft_labels": record.soft_labels,
+            "answered_by": record.answered_by,
+            "student_version": record.student_version,
+            "confidence": record.confidence,
+            "teacher_model": record.teacher_model,
+            "latency_ms": record.latency_ms,
+            "prompt_tokens": record.prompt_tokens,
+            "completion_tokens": record.completion_tokens,
+            "error": record.error,
+            "heldout": is_heldout(record.id, self.heldout_fraction),
+            "created_at": record.created_at or t.utcnow(),
+            "student_labels": record.student_labels,
+            "agreed": record.agreed,
+        }
 
     def _maybe_learn_template(self, conn: Connection, task_id: int) -> None:
-        cached, _ = self._templates.get(task_id, (None, 0.0))
-        if cached is not None:
+        if task_id in self._templates:
             return
         learned = conn.execute(
             sa.select(t.tasks.c.template_prefix).where(t.tasks.c.id == task_id)
@@ -615,7 +628,7 @@ class Store:
         )
         logger.info("task id %d: learned template prefix=%r suffix=%r", task_id, prefix, suffix)
         with self._lock:
-            self._templates[task_id] = ((prefix, suffix), time.monotonic())
+            self._templates[task_id] = (prefix, suffix)
 
     def get_call(self, request_id: str) -> CallRow:
         """A logged call by request id; raises ``UnknownRequest``."""
