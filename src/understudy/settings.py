@@ -146,12 +146,33 @@ class Settings(BaseSettings):
         0.25, description="Retrain when the labelled training data grew by this fraction."
     )
     student_kinds: list[str] = Field(
-        ["ngram", "probe"],
-        description="Students the worker trains for each task, cheapest first "
-        "(ngram, probe, finetune, distill).",
+        ["ngram", "probe", "finetune", "distill"],
+        description="Students the worker trains for each task. Cheap kinds (ngram) train inside "
+        "the worker's pass; encoder kinds (probe, finetune, distill) train one at a time in a "
+        "background lane, a kind never trained before first, then in this order.",
     )
     encoder_student_min_labels: int = Field(
-        500, description="Labelled training calls before encoder students (probe and up) train."
+        500, description="Labelled training calls before the probe (frozen encoder) trains."
+    )
+    finetune_min_labels: int = Field(
+        1000,
+        description="Labelled training calls before the fine-tuned and distilled students "
+        "train (minutes of CPU each).",
+    )
+    finetune_max_examples: int = Field(
+        2000,
+        description="Most labelled calls (the newest) a fine-tuned or distilled student trains "
+        "on; bounds its training time as data grows.",
+    )
+    finetune_epochs: int = Field(
+        2,
+        description="Passes over the data when fine-tuning or distilling (raised when there are "
+        "too few examples for the trainer's minimum number of steps).",
+    )
+    finetune_max_length: int = Field(
+        64,
+        description="Longest input in tokens of fine-tuned and distilled students, in training "
+        "and serving (longer inputs are truncated); training time grows with it.",
     )
     worker_poll_s: float = Field(2.0, description="Seconds between the worker's passes.")
     model_refresh_s: float = Field(

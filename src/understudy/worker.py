@@ -2,15 +2,21 @@
 
 One pass (``Worker.run_once``) visits the latest version of every task:
 
-1. train when the task has enough new labelled calls (cheapest student kinds first), evaluate each
-   candidate on the held-out calls it never trained on, and publish it only if it beats the
-   serving student on the same held-out set; the gateway hot-swaps to the new serving version;
+1. train each student kind that is due: a kind first trains once the task has its minimum of
+   labelled calls (``min_labels``), then again each time they grew by ``retrain_growth`` since
+   that kind last trained, so a slow kind never holds back the others' retraining. Cheap kinds
+   (ngram) train inside the pass; encoder kinds (probe, finetune, distill) train one at a time in
+   a background lane (``TrainingLane``) while the passes go on, a kind never trained before first.
+   Every candidate is evaluated on the held-out calls it never trained on and published only if it
+   beats the serving student on the same held-out calls (``beats``); the gateway hot-swaps to the
+   new serving version;
 2. apply the switch policy (``understudy.routing.policy``) to the held-out evidence of the serving
    student and the live agreement measured on audited calls, recording every move as an event.
 
 The worker runs in its own process so training never blocks the gateway; both talk only through the
-store and the model registry. A killed worker loses nothing: runs left ``running`` are marked
-``interrupted`` at start-up, and the labels they would have used are still in the store.
+store and the model registry. A killed worker loses nothing: runs left ``running`` (in the pass or
+in the lane) are marked ``interrupted`` at start-up, and the labels they would have used are still
+in the store.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from understudy.evaluation import EvaluationReport, evaluate
 from understudy.evaluation.report import write_heldout_metrics
@@ -38,16 +45,21 @@ from understudy.routing import (
 from understudy.serving.loader import load_student
 from understudy.serving.onnx_export import export_onnx
 from understudy.serving.registry import ModelRegistry
-from understudy.serving.student import Student
 from understudy.settings import Settings
 from understudy.store import Store, switch
 from understudy.store.records import TaskState
 from understudy.tasks import Example, Task
 from understudy.training import TRAINERS, StudentConfig, train_student
+from understudy.training_lane import TrainingLane
 
 logger = logging.getLogger(__name__)
 
 ENCODER_KINDS = frozenset({"probe", "finetune", "distill"})
+"""Student kinds that run an encoder: they train in the background lane."""
+FINETUNED_KINDS = frozenset({"finetune", "distill"})
+"""Encoder kinds that train the encoder itself (minutes of CPU): bounded by the finetune_* knobs."""
+DONE_STATUSES = ("promoted", "rejected", "failed")
+"""Run outcomes after which a kind waits for ``retrain_growth`` more labels (not interrupted)."""
 
 
 @dataclass(frozen=True)
@@ -70,15 +82,28 @@ def knobs_from(settings: Settings, state: TaskState) -> SwitchKnobs:
     )
 
 
+def min_labels(kind: str, settings: Settings) -> int:
+    """Labelled training calls a task needs before a student of ``kind`` first trains."""
+    needed = settings.first_train_labels
+    if kind in FINETUNED_KINDS:
+        needed = max(needed, settings.finetune_min_labels)
+    elif kind in ENCODER_KINDS:
+        needed = max(needed, settings.encoder_student_min_labels)
+    return needed
+
+
 def student_config(kind: str, settings: Settings) -> StudentConfig:
-    """The trainer config of a student kind, with the encoder and lengths from settings."""
+    """The trainer config of a student kind, with the encoder, lengths and epochs from settings."""
     _, config_class = TRAINERS[kind]
-    wanted = {
+    wanted: dict[str, object] = {
         "encoder_dir": settings.base_encoder,
         "max_length": settings.max_length,
         "cache_dir": settings.data_dir / "embeddings",
         "progress": False,
     }
+    if kind in FINETUNED_KINDS:
+        wanted["max_length"] = settings.finetune_max_length
+        wanted["epochs"] = settings.finetune_epochs
     names = {field.name for field in dataclasses.fields(config_class)}
     config: StudentConfig = config_class(**{k: v for k, v in wanted.items() if k in names})
     return config
@@ -105,6 +130,23 @@ class Worker:
         self.settings = settings
         self.store = store
         self.registry = registry or ModelRegistry(settings.models_dir)
+        self._lane: TrainingLane[list[WorkerAction]] = TrainingLane()
+        # Held while a candidate is compared with the serving student and published, since the
+        # pass and the lane both promote; it also guards the lane's run id and ``_closed``.
+        self._lock = threading.Lock()
+        self._lane_run: int | None = None
+        self._abandoned: set[int] = set()
+        self._closed = False
+
+    @property
+    def training_in_background(self) -> bool:
+        """Whether an encoder student is training in the background lane now."""
+        return self._lane.busy
+
+    def wait_for_background(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` seconds for the background lane's student; True when none
+        trains any more (its outcome is reported by the next pass)."""
+        return self._lane.join(timeout_s)
 
     def recover(self) -> None:
         """Clean up after a killed predecessor: interrupted runs and half-written artifacts."""
@@ -115,36 +157,61 @@ class Worker:
         if discarded:
             logger.warning("discarded %d half-written artifact(s)", discarded)
 
+    def close(self) -> None:
+        """Stop training in the background: a run still in the lane is marked ``interrupted``
+        now and whatever it produces later is discarded (training cannot be cancelled midway)."""
+        with self._lock:
+            self._closed = True
+            run_id = self._lane_run
+            if run_id is None:
+                return
+            self._abandoned.add(run_id)
+            self.store.finish_student_run(run_id, "interrupted")
+        logger.warning("stopped while training run %d in the background: interrupted", run_id)
+
     def run(self, stop: threading.Event) -> None:
-        """Pass over all tasks every ``worker_poll_s`` seconds until ``stop`` is set; with
-        ``retention_days`` set, purge old raw bodies every ``RETENTION_PASS_INTERVAL_S``."""
+        """Pass over all tasks every ``worker_poll_s`` seconds until ``stop`` is set, encoder
+        students training in the background lane; with ``retention_days`` set, purge old raw
+        bodies every ``RETENTION_PASS_INTERVAL_S``. Closes the worker when it returns."""
         self.recover()
         next_retention = time.monotonic()
-        while not stop.is_set():
-            try:
-                self.run_once()
-                if self.settings.retention_days is not None and time.monotonic() >= next_retention:
-                    purge_raw_bodies(self.store, self.settings.retention_days)
-                    next_retention = time.monotonic() + RETENTION_PASS_INTERVAL_S
-            except Exception:
-                # A broken pass must not kill the loop; the next pass starts from the store again.
-                logger.exception("worker pass failed")
-            stop.wait(self.settings.worker_poll_s)
+        try:
+            while not stop.is_set():
+                try:
+                    for action in self.run_once(background=True):
+                        logger.info("task %s: %s: %s", action.task_key, action.what, action.detail)
+                    if (
+                        self.settings.retention_days is not None
+                        and time.monotonic() >= next_retention
+                    ):
+                        purge_raw_bodies(self.store, self.settings.retention_days)
+                        next_retention = time.monotonic() + RETENTION_PASS_INTERVAL_S
+                except Exception:
+                    # A broken pass must not kill the loop; the next pass starts from the store.
+                    logger.exception("worker pass failed")
+                stop.wait(self.settings.worker_poll_s)
+        finally:
+            self.close()
 
-    def run_once(self) -> list[WorkerAction]:
-        """One pass over the latest version of every task; returns what it did."""
-        actions: list[WorkerAction] = []
+    def run_once(self, *, background: bool = False) -> list[WorkerAction]:
+        """One pass over the latest version of every task; returns what it did.
+
+        With ``background`` (what ``run`` does), encoder students train in the background lane:
+        the pass starts at most one and returns without waiting, and a later pass reports what
+        it became. Without, every due student trains inside this pass.
+        """
+        actions = [action for outcome in self._lane.outcomes() for action in outcome]
         for task, state in self.store.latest_tasks():
-            actions.extend(self.step(task, state))
+            actions.extend(self.step(task, state, background=background))
         return actions
 
-    def step(self, task: Task, state: TaskState) -> list[WorkerAction]:
-        """Train if due, then apply the switch policy, for one task version."""
+    def step(self, task: Task, state: TaskState, *, background: bool = False) -> list[WorkerAction]:
+        """Train what is due, then apply the switch policy, for one task version."""
         if state.mode is Mode.TEACHER:
             return []
         if not task.student_can_answer:
             return self._note_blocked(task)
-        actions = self._train_if_due(task, state)
+        actions = self._train_due(task, state, background)
         state = self.store.task_state(task.key, task.version)
         actions.extend(self._apply_policy(task, state))
         return actions
@@ -159,108 +226,148 @@ class Worker:
         self.store.record_event(task.key, "blocked", reason, {"fields": fields})
         return [WorkerAction(task.key, "blocked", reason)]
 
-    def _training_due(self, task: Task) -> int | None:
-        """Labelled training calls if a new round of training is due, else None."""
-        labelled = self.store.count_labelled(task.key, task.version, heldout=False)
-        if labelled < self.settings.first_train_labels:
-            return None
-        finished = [
-            run
-            for run in self.store.student_runs(task.key)
-            if run.task_version == task.version and run.status in ("promoted", "rejected")
-        ]
-        trained_on = max(
-            (int((run.metrics or {}).get("train_size", 0)) for run in finished), default=0
-        )
-        if trained_on and labelled < trained_on * (1 + self.settings.retrain_growth):
-            return None
-        return labelled
+    def due_kinds(self, task: Task) -> tuple[int, list[str]]:
+        """The task's labelled training calls, and the student kinds due to train on them.
 
-    def _train_if_due(self, task: Task, state: TaskState) -> list[WorkerAction]:
-        labelled = self._training_due(task)
-        if labelled is None:
-            return []
-        kinds = [
+        A kind is due at ``min_labels(kind)`` and then each time the labels grew by
+        ``retrain_growth`` over what its own last finished run saw. Kinds never trained come
+        first, then the order of ``student_kinds``.
+        """
+        labelled = self.store.count_labelled(task.key, task.version, heldout=False)
+        trained_on: dict[str, int] = {}
+        for run in self.store.student_runs(task.key):
+            if run.task_version == task.version and run.status in DONE_STATUSES:
+                size = int((run.metrics or {}).get("train_size", 0))
+                trained_on[run.kind] = max(trained_on.get(run.kind, 0), size)
+        due = [
             kind
             for kind in self.settings.student_kinds
-            if kind not in ENCODER_KINDS or labelled >= self.settings.encoder_student_min_labels
+            if labelled >= min_labels(kind, self.settings)
+            and labelled >= trained_on.get(kind, 0) * (1 + self.settings.retrain_growth)
         ]
-        train = self.store.examples(task.key, task.version, heldout=False)
-        heldout = self.store.examples(task.key, task.version, heldout=True)
+        return labelled, sorted(due, key=lambda kind: trained_on.get(kind, 0) > 0)
+
+    def _train_due(self, task: Task, state: TaskState, background: bool) -> list[WorkerAction]:
+        # Checked before the due kinds are read: a run that ends in between must not look due.
+        lane_idle = not self._lane.busy
+        labelled, due = self.due_kinds(task)
         target = state.target_agreement or self.settings.target_agreement
-        serving = self._serving_student(task, state)
-        best = None if serving is None else evaluate(serving, task, heldout, target)
         actions = []
-        for kind in kinds:
-            outcome = self._train_candidate(task, kind, train, heldout, target, best)
-            if outcome is None:
-                actions.append(WorkerAction(task.key, "failed", f"{kind} student failed"))
-                continue
-            version, report = outcome
-            summary = (
-                f"{kind}: agreement {report.agreement:.3f}, coverage at target "
-                f"{(report.coverage or 0.0):.1%} on {report.n} held-out calls"
-            )
-            if version is None:
-                actions.append(WorkerAction(task.key, "rejected", summary))
-                continue
-            # Serve the winner at once: slower kinds may still be training after it.
-            best = report
-            self.store.update_task_state(
-                task.key,
-                serving_version=version,
-                threshold=report.threshold,
-                reason=f"student {version} ({kind}) beat the serving student",
-                version=task.version,
-            )
-            actions.append(WorkerAction(task.key, "promoted", f"{version} {summary}"))
+        for kind in due:
+            if kind not in ENCODER_KINDS or not background:
+                run_id = self.store.start_student_run(task, kind)
+                actions.extend(self._train_candidate(task, kind, target, run_id))
+        encoders = [kind for kind in due if kind in ENCODER_KINDS]
+        if background and encoders and lane_idle:
+            actions.extend(self._start_in_background(task, encoders[0], target, labelled))
         return actions
 
-    def _train_candidate(
-        self,
-        task: Task,
-        kind: str,
-        train: list[Example],
-        heldout: list[Example],
-        target: float,
-        incumbent: EvaluationReport | None,
-    ) -> tuple[str | None, EvaluationReport] | None:
-        """Train and evaluate one candidate; publish it if it beats ``incumbent``.
+    def _start_in_background(
+        self, task: Task, kind: str, target: float, labelled: int
+    ) -> list[WorkerAction]:
+        with self._lock:
+            if self._closed:
+                return []
+            run_id = self.store.start_student_run(task, kind)
+            self._lane_run = run_id
 
-        Returns (published version or None, report), or None when training failed.
-        """
-        run_id = self.store.start_student_run(task, kind)
+        def job() -> list[WorkerAction]:
+            try:
+                return self._train_candidate(task, kind, target, run_id)
+            finally:
+                with self._lock:
+                    self._lane_run = None
+
+        self._lane.start(job)
+        detail = f"{kind} student on {labelled} labelled calls, in the background"
+        return [WorkerAction(task.key, "training", detail)]
+
+    def _train_candidate(
+        self, task: Task, kind: str, target: float, run_id: int
+    ) -> list[WorkerAction]:
+        """Train and evaluate one candidate for run ``run_id``; publish it if it beats the
+        serving student (``_publish_if_better``)."""
         staging = self.registry.staging_dir(task.key)
+        available = 0  # labelled training calls when the run began: its retrain clock
         try:
+            train = self.store.examples(task.key, task.version, heldout=False)
+            available = len(train)
+            if kind in FINETUNED_KINDS:
+                # The newest labels: the traffic the student will answer next looks most like them.
+                train = train[-self.settings.finetune_max_examples :]
             train_student(kind, task, train, staging, student_config(kind, self.settings))
             if kind in ENCODER_KINDS and self.settings.student_backend == "onnx":
                 export_onnx(staging, quantize_int8=True)
+            heldout = self.store.examples(task.key, task.version, heldout=True)
             report = evaluate(load_student(staging), task, heldout, target)
             write_heldout_metrics(staging, report)
         except Exception as error:
             logger.exception("task %s: training a %s student failed", task.key, kind)
             shutil.rmtree(staging, ignore_errors=True)
-            self.store.finish_student_run(run_id, "failed", metrics={"error": str(error)})
-            return None
-        metrics = {**report.to_json(), "train_size": len(train)}
-        if not beats(report, incumbent):
-            shutil.rmtree(staging, ignore_errors=True)
-            self.store.finish_student_run(run_id, "rejected", metrics=metrics)
-            return None, report
-        version = self.registry.publish(staging, task.key)
-        self.store.finish_student_run(run_id, "promoted", version=version, metrics=metrics)
-        return version, report
+            with self._lock:
+                if run_id in self._abandoned:
+                    return []
+                self.store.finish_student_run(
+                    run_id, "failed", metrics={"error": str(error), "train_size": available}
+                )
+            return [WorkerAction(task.key, "failed", f"{kind} student failed: {error}")]
+        summary = (
+            f"{kind}: agreement {report.agreement:.3f}, coverage at target "
+            f"{(report.coverage or 0.0):.1%} on {report.n} held-out calls"
+        )
+        metrics = {**report.to_json(), "train_size": available, "trained_examples": len(train)}
+        return self._publish_if_better(task, run_id, staging, report, heldout, metrics, summary)
 
-    def _serving_student(self, task: Task, state: TaskState) -> Student | None:
-        if state.serving_version is None:
+    def _publish_if_better(
+        self,
+        task: Task,
+        run_id: int,
+        staging: Path,
+        report: EvaluationReport,
+        heldout: list[Example],
+        metrics: dict[str, object],
+        summary: str,
+    ) -> list[WorkerAction]:
+        """Publish the candidate in ``staging`` and serve it if it beats the serving student on
+        the same ``heldout`` calls; else discard it. Records the run's outcome."""
+        while True:
+            serving = self.store.task_state(task.key, task.version).serving_version
+            # Evaluated outside the lock: an encoder takes seconds on a large held-out set.
+            incumbent = self._serving_report(task, serving, heldout, report.target_agreement)
+            with self._lock:
+                if self.store.task_state(task.key, task.version).serving_version != serving:
+                    continue  # another candidate was promoted meanwhile: compare with that one
+                if run_id in self._abandoned:
+                    shutil.rmtree(staging, ignore_errors=True)
+                    return []
+                if not beats(report, incumbent):
+                    shutil.rmtree(staging, ignore_errors=True)
+                    self.store.finish_student_run(run_id, "rejected", metrics=metrics)
+                    return [WorkerAction(task.key, "rejected", summary)]
+                version = self.registry.publish(staging, task.key)
+                self.store.finish_student_run(run_id, "promoted", version=version, metrics=metrics)
+                self.store.update_task_state(
+                    task.key,
+                    serving_version=version,
+                    threshold=report.threshold,
+                    reason=f"student {version} ({report.student_kind}) beat the serving student",
+                    version=task.version,
+                )
+            return [WorkerAction(task.key, "promoted", f"{version} {summary}")]
+
+    def _serving_report(
+        self, task: Task, version: str | None, heldout: list[Example], target: float
+    ) -> EvaluationReport | None:
+        """The serving student's evaluation on ``heldout``; None without one (or when it fails
+        to load, so that a working candidate replaces it)."""
+        if version is None:
             return None
         try:
-            return self.registry.load(task.key, state.serving_version)
+            student = self.registry.load(task.key, version)
         except Exception:
-            logger.exception(
-                "task %s: serving student %s failed to load", task.key, state.serving_version
-            )
+            logger.exception("task %s: serving student %s failed to load", task.key, version)
             return None
+        return evaluate(student, task, heldout, target)
 
     # --- switch policy ---------------------------------------------------------------------
 

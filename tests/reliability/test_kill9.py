@@ -170,6 +170,7 @@ def test_kill9_of_the_worker_mid_training_recovers(settings: Settings, tmp_path:
             "base_encoder": encoder,
             "first_train_labels": 50,
             "encoder_student_min_labels": 50,
+            "finetune_min_labels": 50,
             "worker_poll_s": 0.2,
             "max_length": 32,
         }
