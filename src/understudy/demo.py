@@ -55,7 +55,7 @@ class DemoConfig:
     ``calls``: texts sent (the dataset cycles if it has fewer); ``concurrency``: client threads;
     ``teacher_latency_ms``: the fake teacher's delay per answer; ``noise``: share of texts the
     teacher labels wrongly (fixed per text); ``target_agreement``: the switch policy's target;
-    ``student_kinds``: students the worker trains, cheapest first.
+    ``student_kinds``: students the worker trains (default: the settings' default).
     """
 
     dataset: DatasetName = "trec6"
@@ -66,7 +66,7 @@ class DemoConfig:
     # Lower than the product's 0.98 so that a few thousand calls on two cores show the switch;
     # the report states the target it ran with.
     target_agreement: float = 0.95
-    student_kinds: tuple[str, ...] = ("ngram", "probe")
+    student_kinds: tuple[str, ...] = tuple(Settings.model_fields["student_kinds"].default)
     audit_rate: float = 0.05
     seed: int = 0
     data_dir: Path | None = None
