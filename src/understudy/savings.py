@@ -51,18 +51,58 @@ def model_price(prices: Mapping[str, Sequence[float]], model: str | None) -> tup
     return float(prompt), float(completion)
 
 
+@dataclass(frozen=True)
+class TeacherUsage:
+    """Successful (HTTP 200) teacher-answered calls of one teacher model and their tokens."""
+
+    model: str | None
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
 def _teacher_cost(
-    prices: Mapping[str, Sequence[float]], usage: list[tuple[str | None, int, int]]
+    prices: Mapping[str, Sequence[float]], usage: Sequence[TeacherUsage]
 ) -> float | None:
-    """USD of (model, prompt tokens, completion tokens) rows; None if a model has no price."""
+    """USD of the teacher's usage; None if a model has no price."""
     total = 0.0
-    for model, prompt, completion in usage:
+    for row in usage:
         try:
-            price_in, price_out = model_price(prices, model)
+            price_in, price_out = model_price(prices, row.model)
         except KeyError:
             return None
-        total += (prompt * price_in + completion * price_out) / 1e6
+        total += (row.prompt_tokens * price_in + row.completion_tokens * price_out) / 1e6
     return total
+
+
+def savings_of(
+    task_key: str,
+    teacher: Sequence[TeacherUsage],
+    student_calls: int,
+    audited_calls: int,
+    prices: Mapping[str, Sequence[float]],
+) -> Savings:
+    """What ``student_calls`` student-answered chat calls (``audited_calls`` of them also sent
+    to the teacher) avoided, priced at the mean tokens and cost of the ``teacher`` usage."""
+    teacher_calls = sum(row.calls for row in teacher)
+    prompt_tokens = sum(row.prompt_tokens for row in teacher)
+    completion_tokens = sum(row.completion_tokens for row in teacher)
+    cost = _teacher_cost(prices, teacher)
+    # Audited student calls were paid for as well: only the unaudited ones avoided the teacher.
+    avoided_calls = student_calls - audited_calls
+    per_call_tokens = (prompt_tokens + completion_tokens) / teacher_calls if teacher_calls else 0
+    per_call_cost = cost / teacher_calls if cost is not None and teacher_calls else None
+    return Savings(
+        task_key=task_key,
+        teacher_calls=teacher_calls,
+        student_calls=student_calls,
+        audited_calls=audited_calls,
+        teacher_prompt_tokens=prompt_tokens,
+        teacher_completion_tokens=completion_tokens,
+        teacher_cost_usd=cost,
+        avoided_tokens=round(avoided_calls * per_call_tokens),
+        avoided_cost_usd=None if per_call_cost is None else avoided_calls * per_call_cost,
+    )
 
 
 def task_savings(store: Store, task_key: str, prices: Mapping[str, Sequence[float]]) -> Savings:
@@ -95,22 +135,8 @@ def task_savings(store: Store, task_key: str, prices: Mapping[str, Sequence[floa
     with store.engine.connect() as conn:
         teacher_rows = conn.execute(by_model).all()
         student_calls, audited = conn.execute(student).one()
-    teacher_calls = sum(int(row[1]) for row in teacher_rows)
-    prompt_tokens = sum(int(row[2]) for row in teacher_rows)
-    completion_tokens = sum(int(row[3]) for row in teacher_rows)
-    cost = _teacher_cost(prices, [(row[0], int(row[2]), int(row[3])) for row in teacher_rows])
-    # Audited student calls were paid for as well: only the unaudited ones avoided the teacher.
-    avoided_calls = int(student_calls) - int(audited)
-    per_call_tokens = (prompt_tokens + completion_tokens) / teacher_calls if teacher_calls else 0
-    per_call_cost = cost / teacher_calls if cost is not None and teacher_calls else None
-    return Savings(
-        task_key=task_key,
-        teacher_calls=teacher_calls,
-        student_calls=int(student_calls),
-        audited_calls=int(audited),
-        teacher_prompt_tokens=prompt_tokens,
-        teacher_completion_tokens=completion_tokens,
-        teacher_cost_usd=cost,
-        avoided_tokens=round(avoided_calls * per_call_tokens),
-        avoided_cost_usd=None if per_call_cost is None else avoided_calls * per_call_cost,
-    )
+    teacher = [
+        TeacherUsage(model, int(calls), int(prompt), int(completion))
+        for model, calls, prompt, completion in teacher_rows
+    ]
+    return savings_of(task_key, teacher, int(student_calls), int(audited), prices)
