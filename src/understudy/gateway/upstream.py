@@ -1,5 +1,6 @@
 """The HTTP client to the upstream (the teacher): pooled connections, timeouts, bounded retries
-with jittered backoff, a circuit breaker, typed errors."""
+with jittered backoff, a circuit breaker, typed errors. httpx's client API over aiohttp on the
+wire (``understudy.gateway.aiohttp_transport`` says why)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Mapping
 import httpx
 
 from understudy.errors import UpstreamError, UpstreamTimeout
+from understudy.gateway.aiohttp_transport import AiohttpTransport
 from understudy.gateway.resilience import (
     RETRY_STATUSES,
     CircuitBreaker,
@@ -57,19 +59,22 @@ class Upstream:
     def __init__(
         self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
+        """``transport`` replaces the default (aiohttp on the wire, see ``aiohttp_transport``),
+        e.g. with ``httpx.MockTransport`` in tests."""
         self.api_key = (
             settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
+        )
+        limits = httpx.Limits(
+            max_connections=settings.upstream_max_connections,
+            max_keepalive_connections=settings.upstream_max_connections,
         )
         self.client = httpx.AsyncClient(
             base_url=settings.upstream_base_url,
             timeout=httpx.Timeout(
                 settings.upstream_timeout_s, connect=settings.upstream_connect_timeout_s
             ),
-            limits=httpx.Limits(
-                max_connections=settings.upstream_max_connections,
-                max_keepalive_connections=settings.upstream_max_connections,
-            ),
-            transport=transport,
+            limits=limits,
+            transport=transport or AiohttpTransport(limits),
         )
         self.retries = settings.upstream_retries
         self.backoff_base_s = settings.upstream_backoff_base_s
