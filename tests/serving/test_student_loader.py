@@ -123,3 +123,18 @@ def test_malformed_artifacts_raise_model_error(tmp_path: Path) -> None:
     (tmp_path / "student.json").write_text(json.dumps({"format": 1, "kind": "finetune"}))
     with pytest.raises(ModelError, match="malformed"):
         load_student(tmp_path)
+
+
+def test_an_unfaithful_int8_graph_is_dropped_and_fp32_onnx_serves(tmp_path: Path) -> None:
+    artifact = write_tiny_student(tmp_path / "a", HEADS, seed=0)
+    texts = random_sentences(50, seed=5)
+    kept = export_onnx(artifact, check_texts=texts, min_int8_agreement=0.5)
+    assert kept.int8 is not None and kept.int8_agreement is not None
+    assert kept.int8_agreement >= 0.5
+
+    # A bar no quantized graph can clear: the int8 file goes, and "auto" serves fp32 ONNX.
+    dropped = export_onnx(artifact, check_texts=texts, min_int8_agreement=1.01)
+    assert dropped.int8 is None and dropped.int8_agreement == kept.int8_agreement
+    assert not (artifact / "model.int8.onnx").exists()
+    student = load_student(artifact)
+    assert isinstance(student, OnnxStudent) and student.model_path.name == "model.onnx"

@@ -29,8 +29,9 @@ def load_student(
     """The student in ``artifact_dir``.
 
     ``backend`` picks how encoder students run: ``"onnx"`` = ``model.int8.onnx``, ``"onnx-fp32"``
-    = ``model.onnx``, ``"torch"`` = PyTorch fp32, ``"auto"`` = int8 ONNX when exported, else torch
-    (ngram students ignore it). ``threads`` caps intra-op threads (None = library default).
+    = ``model.onnx``, ``"torch"`` = PyTorch fp32, ``"auto"`` = int8 ONNX when exported, else fp32
+    ONNX when exported, else torch (ngram students ignore it). ``threads`` caps intra-op
+    threads (None = library default).
     ``checksums.json``, when present (every published artifact), is verified first. ``version``
     defaults to the directory's name. Raises ``ModelError`` for a missing, corrupt or unknown
     artifact.
@@ -49,7 +50,7 @@ def load_student(
         return NgramStudent(artifact_dir, manifest, version)
     int8, fp32 = artifact_dir / ONNX_INT8_FILE, artifact_dir / ONNX_FILE
     if backend == "auto":
-        backend = "onnx" if int8.is_file() else "torch"
+        backend = "onnx" if int8.is_file() else "onnx-fp32" if fp32.is_file() else "torch"
     if backend == "torch":
         from understudy.serving.torch_backend import TorchStudent
 
