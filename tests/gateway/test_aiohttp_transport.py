@@ -125,3 +125,21 @@ def test_a_connection_reset_mid_answer_raises_a_transport_error(
         asyncio.run(run())
     finally:
         teacher.reset_connections = False
+
+
+def test_a_proxy_from_the_environment_is_used_unless_the_host_is_bypassed(
+    teacher_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fake teacher doubles as the proxy: it answers the absolute-form request it is sent.
+    proxy = teacher_url.removesuffix("/v1")
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    unreachable = "http://upstream.invalid:9/v1"
+
+    async def post() -> int:
+        async with _client(unreachable) as client:
+            return (await client.post("/chat/completions", json=BODY)).status_code
+
+    assert asyncio.run(post()) == 200
+    monkeypatch.setenv("NO_PROXY", "upstream.invalid")
+    with pytest.raises(httpx.ConnectError):
+        asyncio.run(post())

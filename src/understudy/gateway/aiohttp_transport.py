@@ -17,6 +17,7 @@ passed on undecoded (httpx decodes them) and read as they arrive, so streams are
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -85,6 +86,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._keepalive_s = limits.keepalive_expiry
         self._slots = asyncio.Semaphore(limits.max_connections or 2**31)
         self._session: aiohttp.ClientSession | None = None
+        self._proxies: dict[tuple[str, str], str | None] = {}
 
     def _session_now(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -92,11 +94,19 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 limit=self._max_connections or 0,
                 keepalive_timeout=self._keepalive_s or 5.0,
             )
-            # Bodies stay encoded (httpx decodes them); proxies from the environment, as httpx.
-            self._session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=False, trust_env=True
-            )
+            # Bodies stay encoded (httpx decodes them). No trust_env: it reads ~/.netrc in a thread
+            # on every request; proxies from the environment are honoured by ``_proxy_for``.
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         return self._session
+
+    def _proxy_for(self, url: httpx.URL) -> str | None:
+        """The proxy for ``url`` from the environment (``HTTPS_PROXY``, ``NO_PROXY``, ...), as
+        httpx would pick it; looked up once per scheme and host."""
+        key = (url.scheme, url.host)
+        if key not in self._proxies:
+            bypass = urllib.request.proxy_bypass(url.host)
+            self._proxies[key] = None if bypass else urllib.request.getproxies().get(url.scheme)
+        return self._proxies[key]
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         pool_s, timeout = _timeouts(request)
@@ -120,6 +130,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 headers=headers,
                 data=await request.aread() or None,
                 timeout=timeout,
+                proxy=self._proxy_for(request.url),
                 allow_redirects=False,
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),
             )

@@ -236,7 +236,9 @@ class CallLog:
                     return
                 batch = [self._queue[i] for i in range(min(len(self._queue), MAX_BATCH))]
             try:
-                self._commit([record for _, record in batch])
+                # After a failure the batch may have committed all the same (a connection lost
+                # on COMMIT): then calls already logged are skipped, not rejected as duplicates.
+                self._commit([record for _, record in batch], retry=wait_s > RETRY_MIN_S)
             except _TRANSIENT as error:
                 logger.warning("committing %d calls failed, retrying: %s", len(batch), error)
                 with self._lock:
@@ -245,7 +247,7 @@ class CallLog:
                     self._changed.wait(wait_s)
                 if closing:
                     return
-                wait_s = min(wait_s * 2, RETRY_MAX_S)
+                wait_s = min(wait_s * 2, RETRY_MAX_S)  # > RETRY_MIN_S: the next try is a retry
                 continue
             wait_s = RETRY_MIN_S
             with self._lock:
@@ -255,17 +257,18 @@ class CallLog:
                 self._drop_committed_segments()
                 self._changed.notify_all()
 
-    def _commit(self, records: list[CallRecord]) -> None:
-        """Commit ``records``; one the database rejects goes to the rejected file, and the others
-        are committed without it. Transient failures propagate (the caller retries)."""
+    def _commit(self, records: list[CallRecord], *, retry: bool) -> None:
+        """Commit ``records`` (skipping calls already logged when ``retry``); one the database
+        rejects goes to the rejected file, and the others are committed without it. Transient
+        failures propagate (the caller retries)."""
         try:
-            self.store.record_calls(records)
+            self.store.record_calls(records, skip_logged=retry)
         except _TRANSIENT:
             raise
         except Exception as error:
             if len(records) > 1:
                 for record in records:
-                    self._commit([record])
+                    self._commit([record], retry=True)
                 return
             self._reject(records[0], error)
 
@@ -341,7 +344,8 @@ def replay_orphans(store: Store, directory: Path) -> int:
                     )
                     keep_rejected(directory, line, str(error))
             for start in range(0, len(records), MAX_BATCH):
-                replayed += store.record_calls(records[start : start + MAX_BATCH])
+                batch = records[start : start + MAX_BATCH]
+                replayed += store.record_calls(batch, skip_logged=True)
             path.unlink()
     if replayed:
         logger.warning("replayed %d calls journaled by a process that was killed", replayed)

@@ -512,23 +512,27 @@ class Store:
     def record_call(self, record: CallRecord) -> bool:
         """Log one call, committed when this returns (see ``record_calls``); False when a call
         with its id was already logged (nothing is written then)."""
-        return self.record_calls([record]) == 1
+        return self.record_calls([record], skip_logged=True) == 1
 
-    def record_calls(self, records: Sequence[CallRecord]) -> int:
-        """Log calls in one transaction, committed when this returns; returns how many were new.
+    def record_calls(self, records: Sequence[CallRecord], *, skip_logged: bool = False) -> int:
+        """Log calls in one transaction, committed when this returns; returns how many were
+        written.
 
-        A call whose id is already logged is skipped, so replaying a journal is safe. Labels of
-        a teacher or imported answer are stored as training labels; each task's template is
+        With ``skip_logged`` calls whose id is already logged are skipped (replaying a journal,
+        re-importing a file); without it such a call fails the transaction with an
+        ``IntegrityError`` (the gateway's ids are fresh, so it saves the lookup). Labels of a
+        teacher or imported answer are stored as training labels; each task's template is
         learned once enough calls exist.
         """
         if not records:
             return 0
         with self.engine.begin() as conn:
-            logged = set(
-                conn.execute(
-                    sa.select(t.calls.c.id).where(t.calls.c.id.in_([r.id for r in records]))
-                ).scalars()
-            )
+            logged: set[str] = set()
+            if skip_logged:
+                ids = [r.id for r in records]
+                logged = set(
+                    conn.execute(sa.select(t.calls.c.id).where(t.calls.c.id.in_(ids))).scalars()
+                )
             fresh = {r.id: r for r in records if r.id not in logged}.values()
             calls: list[dict[str, Any]] = []
             labels: list[dict[str, Any]] = []
