@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
+from dashboard_support import N_CALLS
 from fastapi.testclient import TestClient
 
-from understudy.dashboard.sample import SeededCall
+from understudy.dashboard.sample import SeededCall, seed_traffic
+from understudy.gateway import create_app
 from understudy.routing.modes import Mode
+from understudy.savings import task_savings
+from understudy.settings import Settings
 from understudy.store import Store
+from understudy.store import tables as t
+from understudy.tasks import Head, Task, TaskSpec
+from understudy.worker import Worker
 
 
 def test_tasks_and_task_pages_render_the_seeded_task(client: TestClient) -> None:
@@ -97,3 +105,36 @@ def test_export_calls_browser_and_call_page(
     assert client.get("/ui/calls/us-missing").status_code == 404
     assert client.get("/ui/static/review.js").headers["content-type"].startswith("text/javascript")
     assert client.get("/ui/static/..%2Fviews.py").status_code == 404
+
+
+def test_pages_show_the_teacher_cost_avoided(settings: Settings, store: Store, task: Task) -> None:
+    seed_traffic(store, task, N_CALLS, seed=4, end=t.utcnow(), span=timedelta(days=2))
+    priced = settings.model_copy(update={"model_prices": {"teacher-model": [2.5, 10.0]}})
+    expected = task_savings(store, "sentiment", priced.model_prices).avoided_cost_usd
+    assert expected is not None and expected > 0
+    shown = f"${expected:,.2f}" if expected >= 1 else f"${expected:.4f}"
+    with TestClient(create_app(priced, store)) as client:
+        assert shown in client.get("/ui/tasks").text
+        assert shown in client.get("/ui/tasks/sentiment").text
+    with TestClient(create_app(settings, store)) as unpriced:  # no price: no dollar figure
+        assert "$" not in unpriced.get("/ui/tasks").text
+
+
+def test_worker_blocks_show_with_their_reason(settings: Settings, store: Store) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}, "why": {"type": "string"}},
+        "required": ["ok", "why"],
+    }
+    task = store.register_task(
+        TaskSpec("explain", schema, (Head("ok", ("false", "true")),), ("why",), ("why",))
+    )
+    (action,) = Worker(settings, store).run_once()
+    assert action.what == "blocked" and "why" in action.detail
+    badge = f"worker: {action.detail}"
+    with TestClient(create_app(settings, store)) as client:
+        assert badge in client.get("/ui/tasks").text
+        assert badge in client.get("/ui/tasks/explain").text
+        # A training run that starts later shows the worker got past the block.
+        store.start_student_run(task, "ngram")
+        assert "worker:" not in client.get("/ui/tasks").text

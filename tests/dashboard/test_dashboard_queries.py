@@ -11,6 +11,7 @@ from datetime import timedelta
 from dashboard_support import END, N_CALLS
 
 from understudy.dashboard.sample import SeededCall, sentiment_spec
+from understudy.savings import task_savings
 from understudy.store import Store
 from understudy.store import queries as q
 from understudy.tasks import Head, TaskSpec
@@ -33,7 +34,12 @@ def test_overview_counts_what_was_seeded(store: Store, seeded: list[SeededCall])
     student_p50 = overview.latency["student"].p50_ms
     teacher_p50 = overview.latency["teacher"].p50_ms
     assert student_p50 is not None and teacher_p50 is not None and student_p50 < teacher_p50
-    assert overview.tokens_avoided > 0
+    # The saving is the store's own (understudy.savings) over the same calls, priced.
+    prices = {"teacher-model": [1.0, 4.0]}
+    priced = q.task_overview(store, "sentiment", prices=prices, now=END).savings
+    assert priced == task_savings(store, "sentiment", prices)
+    assert priced.avoided_tokens > 0 and priced.avoided_cost_usd is not None
+    assert overview.savings.avoided_cost_usd is None  # no price for the teacher model
     assert overview.blockers == ()
     # A week later the traffic has aged out of the rate window.
     later = q.task_overview(store, "sentiment", now=END + timedelta(days=30))

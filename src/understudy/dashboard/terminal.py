@@ -59,7 +59,7 @@ def print_task(console: Console, store: Store, key: str, min_labels: int) -> Non
         ("student share", _pct(o.student_share)),
         ("live agreement", f"{_pct(o.agreement)} on {o.compared} compared calls"),
         ("labelled", f"{o.labelled} ({o.human_labelled} by people)"),
-        ("tokens avoided", f"{o.tokens_avoided:,}"),
+        ("tokens avoided (7 days)", f"{o.savings.avoided_tokens:,}"),
     ]
     for side, latency in o.latency.items():
         rows.append((f"{side} p50/p99", f"{_ms(latency.p50_ms)} / {_ms(latency.p99_ms)}"))

@@ -57,7 +57,13 @@ def _when(value: datetime | None) -> str:
     return "–" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
 
 
-_env.filters.update(pct=_pct, ms=_ms, when=_when)
+def _usd(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"${value:,.2f}" if value >= 1 else f"${value:.4f}"
+
+
+_env.filters.update(pct=_pct, ms=_ms, when=_when, usd=_usd)
 
 
 # Own accessors rather than ``understudy.gateway.state``: importing the gateway package from here
@@ -87,9 +93,19 @@ def static(name: str) -> FileResponse:
 @router.get("/", response_class=HTMLResponse)
 @router.get("/tasks", response_class=HTMLResponse)
 def tasks_page(request: Request) -> HTMLResponse:
-    """Every task: mode, traffic, the student's share, live agreement, latency, blockers."""
-    overviews = q.tasks_overview(_store(request), min_labels=_settings(request).first_train_labels)
-    return _page("tasks.html", nav="tasks", tasks=overviews)
+    """Every task: mode, traffic, the student's share, live agreement, latency, the teacher
+    cost avoided, and why it cannot switch (computed blockers and the worker's reasons)."""
+    settings = _settings(request)
+    overviews = q.tasks_overview(
+        _store(request), min_labels=settings.first_train_labels, prices=settings.model_prices
+    )
+    return _page(
+        "tasks.html",
+        nav="tasks",
+        tasks=overviews,
+        days=q.OVERVIEW_DAYS,
+        latency_sample=q.LATENCY_SAMPLE,
+    )
 
 
 @router.get("/tasks/{key}", response_class=HTMLResponse)
@@ -102,7 +118,9 @@ def task_page(
         raise InvalidRequest(f"range must be one of {', '.join(RANGES)}", param="range")
     store = _store(request)
     settings = _settings(request)
-    overview = q.task_overview(store, key, min_labels=settings.first_train_labels)
+    overview = q.task_overview(
+        store, key, min_labels=settings.first_train_labels, prices=settings.model_prices
+    )
     bucket_s, buckets = RANGES[span]
     series = q.timeseries(store, key, bucket_s=bucket_s, buckets=buckets)
     serving = q.serving_metrics(store, key)

@@ -1,9 +1,10 @@
 """Read-side queries of the dashboard, the review queue, the metrics collector and the CLI.
 
 Functions over a ``Store`` (one short transaction each), written with SQLAlchemy Core and served
-by the indexes of migration 0003 so that every page stays fast with 100k logged calls. Each
-function looks at a task's newest version unless told otherwise: that is the version being
-served and labelled.
+by the indexes of migration 0003 so that every page stays fast with 100k logged calls; rates and
+charts over time read the hourly rollup (``understudy.store.rollup``, which may commit the hours
+it fills) instead of scanning calls. Each function looks at a task's newest version unless told
+otherwise: that is the version being served and labelled.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import io
 import json
 import random
 from collections import Counter
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -25,7 +26,9 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from understudy.errors import InvalidRequest, UnknownTask
 from understudy.routing.modes import Mode
+from understudy.savings import Savings, TeacherUsage, savings_of
 from understudy.stats import wilson_interval
+from understudy.store import rollup
 from understudy.store import tables as t
 from understudy.store.records import CallKind
 
@@ -42,6 +45,8 @@ OVERVIEW_DAYS = 7
 LATENCY_SAMPLE = 1000
 
 _Row = sa.Row[*tuple[Any, ...]]
+# Teacher prices: USD per million [input, output] tokens by model name prefix.
+Prices = Mapping[str, Sequence[float]]
 
 
 def _latest_task(conn: Connection, task_key: str) -> _Row:
@@ -77,16 +82,27 @@ class SideLatency:
 
 
 @dataclass(frozen=True)
+class WorkerBlock:
+    """A reason the worker recorded (a ``blocked`` event) for not training or switching the
+    task, and when it recorded it last."""
+
+    reason: str
+    since: datetime
+
+
+@dataclass(frozen=True)
 class TaskOverview:
     """A task's newest version at a glance, over the last ``OVERVIEW_DAYS`` days of traffic.
 
     ``calls`` counts that window's calls (an all-time count would cost a scan of every call).
     ``student_share`` is the fraction of calls the student answered; ``agreement`` the fraction of
     compared calls (both sides' labels known) where they agreed, with its 95% Wilson interval
-    ``agreement_low``..``agreement_high``. ``tokens_avoided`` estimates the teacher tokens the
-    student saved in that window: student-answered calls times the teacher's mean tokens per
-    call (over its newest ``LATENCY_SAMPLE`` calls). ``blockers`` say why the task cannot switch
-    to a student (empty when nothing stands in the way).
+    ``agreement_low``..``agreement_high``. ``savings`` is what the student avoided in that window
+    (``understudy.savings``: unaudited student chat calls at the mean tokens and price of the
+    window's successful teacher calls; no cost without prices for the teacher model).
+    ``blockers`` say why the task cannot switch to a student (empty when nothing stands in the
+    way); ``worker_blocks`` are the reasons the worker gave since it last started a training run
+    of this version.
     """
 
     key: str
@@ -102,94 +118,91 @@ class TaskOverview:
     agreement_low: float | None
     agreement_high: float | None
     latency: dict[str, SideLatency]
-    tokens_avoided: int
+    savings: Savings
     labelled: int
     human_labelled: int
     free_text_fields: tuple[str, ...]
     blockers: tuple[str, ...] = field(default=())
+    worker_blocks: tuple[WorkerBlock, ...] = field(default=())
 
 
-@dataclass(frozen=True)
-class _Window:
-    """Aggregates of a task's calls in a time range (see ``_window``)."""
-
-    calls: int
-    student_calls: int
-    compared: int
-    agreed: int
-    teacher_latency_ms: float | None
-    student_latency_ms: float | None
-
-
-# Far-future bound for open-ended windows, so every window query has the same shape.
+# Far-future bound for windows open towards the future (calls stamped after ``now`` count too).
 _END_OF_TIME = datetime(9999, 1, 1, tzinfo=UTC)
-_IN_RANGE = (
-    t.calls.c.task_id == sa.bindparam("task_id"),
-    t.calls.c.created_at >= sa.bindparam("start", type_=t.UTCDateTime),
-    t.calls.c.created_at < sa.bindparam("end", type_=t.UTCDateTime),
-)
-# Three range scans, each over one index alone (no per-row expressions, no temporary
-# B-tree): an order of magnitude cheaper than one pass with CASE aggregates over 100k calls.
-_UNANSWERED = (  # calls no side answered (failed ones): ix_calls_task_side_created, few entries
-    sa.select(sa.func.count())
-    .select_from(t.calls)
-    .where(t.calls.c.answered_by.is_(None), *_IN_RANGE)
-)
-_BY_SIDE = (  # ix_calls_task_side_created, covering latency_ms
-    sa.select(t.calls.c.answered_by, sa.func.count(), sa.func.avg(t.calls.c.latency_ms))
-    .where(t.calls.c.answered_by.in_(SIDES), *_IN_RANGE)
-    .group_by(t.calls.c.answered_by)
-)
-_BY_AGREED = (  # ix_calls_task_agreed
-    sa.select(t.calls.c.agreed, sa.func.count())
-    .where(t.calls.c.agreed.in_([False, True]), *_IN_RANGE)
-    .group_by(t.calls.c.agreed)
-)
+# Distinct reasons of a task's recent ``blocked`` events shown at most.
+WORKER_BLOCKS_SHOWN = 5
 
 
-def _window(conn: Connection, task_id: int, start: datetime, end: datetime | None) -> _Window:
-    """Counts, agreement and mean latency per side of a task's calls created in [start, end)
-    (end None: up to now)."""
-    params = {"task_id": task_id, "start": start, "end": end or _END_OF_TIME}
-    sides = {side: (n, latency) for side, n, latency in conn.execute(_BY_SIDE, params).all()}
-    total = sum(n for n, _ in sides.values()) + conn.execute(_UNANSWERED, params).scalar_one()
-    agreed: dict[bool, int] = {
-        bool(value): int(n) for value, n in conn.execute(_BY_AGREED, params).all()
-    }
-
-    def mean_latency(side: str) -> float | None:
-        latency = sides.get(side, (0, None))[1]
-        return None if latency is None else float(latency)
-
-    return _Window(
-        calls=int(total),
-        student_calls=int(sides.get(STUDENT, (0, None))[0]),
-        compared=int(sum(agreed.values())),
-        agreed=int(agreed.get(True, 0)),
-        teacher_latency_ms=mean_latency(TEACHER),
-        student_latency_ms=mean_latency(STUDENT),
+def _savings(task_key: str, pieces: Sequence[rollup.Slice], prices: Prices) -> Savings:
+    """``understudy.savings`` over rollup slices: the same rules as ``task_savings``."""
+    usage: dict[str, tuple[int, int, int]] = {}
+    for p in pieces:
+        if p.side == TEACHER and p.ok_calls:
+            calls, prompt, completion = usage.get(p.teacher_model, (0, 0, 0))
+            usage[p.teacher_model] = (
+                calls + p.ok_calls,
+                prompt + p.prompt_tokens,
+                completion + p.completion_tokens,
+            )
+    teacher = [TeacherUsage(model or None, *sums) for model, sums in usage.items()]
+    # Native /v1/classify calls never had a teacher call to replace.
+    chat = [p for p in pieces if p.side == STUDENT and p.kind == CallKind.CLASSIFICATION.value]
+    return savings_of(
+        task_key,
+        teacher,
+        sum(p.calls for p in chat),
+        sum(p.compared for p in chat),
+        prices,
     )
 
 
-def _overview(conn: Connection, row: _Row, now: datetime, min_labels: int) -> TaskOverview:
+def _worker_blocks(conn: Connection, task_id: int) -> tuple[WorkerBlock, ...]:
+    """Distinct reasons of the task version's ``blocked`` events newer than its newest training
+    run (a run that started shows the worker got past them), newest first."""
+    events = t.events.c
+    last_run = conn.execute(
+        sa.select(t.student_runs.c.started_at)
+        .where(t.student_runs.c.task_id == task_id)
+        .order_by(t.student_runs.c.started_at.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    query = (
+        sa.select(events.reason, events.created_at)
+        .where(events.task_id == task_id, events.kind == "blocked")
+        .order_by(events.id.desc())
+        .limit(100)
+    )
+    blocks: dict[str, WorkerBlock] = {}
+    for reason, created_at in conn.execute(query).all():
+        if last_run is not None and created_at <= last_run:
+            continue
+        text = reason or "blocked (no reason recorded)"
+        blocks.setdefault(text, WorkerBlock(text, created_at))
+    return tuple(blocks.values())[:WORKER_BLOCKS_SHOWN]
+
+
+def _overview(
+    conn: Connection, row: _Row, now: datetime, min_labels: int, prices: Prices
+) -> TaskOverview:
     calls = t.calls.c
     labels = t.labels.c
-    recent = _window(conn, row.id, now - timedelta(days=OVERVIEW_DAYS), None)
+    recent = rollup.window(conn, row.id, now - timedelta(days=OVERVIEW_DAYS), _END_OF_TIME)
     latency = {}
-    teacher_tokens: list[int] = []
     for side in SIDES:
-        sample = conn.execute(
-            sa.select(calls.latency_ms, calls.prompt_tokens, calls.completion_tokens)
-            .where(calls.task_id == row.id, calls.answered_by == side)
-            .order_by(calls.created_at.desc())
-            .limit(LATENCY_SAMPLE)
-        ).all()
-        present = sorted(r.latency_ms for r in sample if r.latency_ms is not None)
+        present = sorted(
+            conn.execute(
+                sa.select(calls.latency_ms)
+                .where(
+                    calls.task_id == row.id,
+                    calls.answered_by == side,
+                    calls.latency_ms.is_not(None),
+                )
+                .order_by(calls.created_at.desc())
+                .limit(LATENCY_SAMPLE)
+            ).scalars()
+        )
         latency[side] = SideLatency(
             len(present), _percentile(present, 0.5), _percentile(present, 0.99)
         )
-        if side == TEACHER:
-            teacher_tokens = [(r.prompt_tokens or 0) + (r.completion_tokens or 0) for r in sample]
     # Two queries, not one with two DISTINCT aggregates: alone, each streams over the ordered
     # (task_id, call_id, source) index; together they need two temporary B-trees (slower).
     labelled = conn.execute(
@@ -200,29 +213,31 @@ def _overview(conn: Connection, row: _Row, now: datetime, min_labels: int) -> Ta
             labels.task_id == row.id, labels.source == LabelSource.HUMAN.value
         )
     ).scalar_one()
-    compared, agreed = recent.compared, recent.agreed
+    total = sum(p.calls for p in recent)
+    student_calls = sum(p.calls for p in recent if p.side == STUDENT)
+    compared = sum(p.compared for p in recent)
+    agreed = sum(p.agreed for p in recent)
     low, high = wilson_interval(agreed, compared) if compared else (None, None)
-    # Tokens per teacher call, averaged over the same recent sample as the latencies.
-    mean_tokens = sum(teacher_tokens) / len(teacher_tokens) if teacher_tokens else 0.0
     return TaskOverview(
         key=row.key,
         version=row.version,
         mode=Mode(row.mode),
         threshold=row.threshold,
         serving_version=row.serving_version,
-        calls=recent.calls,
-        calls_per_day=recent.calls / OVERVIEW_DAYS,
-        student_share=recent.student_calls / recent.calls if recent.calls else None,
+        calls=total,
+        calls_per_day=total / OVERVIEW_DAYS,
+        student_share=student_calls / total if total else None,
         compared=compared,
         agreement=agreed / compared if compared else None,
         agreement_low=low,
         agreement_high=high,
         latency=latency,
-        tokens_avoided=round(mean_tokens * recent.student_calls),
+        savings=_savings(row.key, recent, prices),
         labelled=int(labelled),
         human_labelled=int(human),
         free_text_fields=tuple(row.free_text_fields),
         blockers=_blockers(row, int(labelled), min_labels),
+        worker_blocks=_worker_blocks(conn, row.id),
     )
 
 
@@ -240,22 +255,34 @@ def _blockers(row: _Row, labelled: int, min_labels: int) -> tuple[str, ...]:
 
 
 def task_overview(
-    store: Store, task_key: str, *, min_labels: int = 200, now: datetime | None = None
+    store: Store,
+    task_key: str,
+    *,
+    min_labels: int = 200,
+    prices: Prices | None = None,
+    now: datetime | None = None,
 ) -> TaskOverview:
     """One task's overview (newest version); raises ``UnknownTask``. ``min_labels`` is the
-    labelled-call count below which the task is flagged as having too little data."""
+    labelled-call count below which the task is flagged as having too little data; ``prices``
+    (USD per million input/output tokens by model prefix, ``Settings.model_prices``) price the
+    avoided teacher calls."""
     with store.engine.connect() as conn:
-        return _overview(conn, _latest_task(conn, task_key), now or t.utcnow(), min_labels)
+        row = _latest_task(conn, task_key)
+        return _overview(conn, row, now or t.utcnow(), min_labels, prices or {})
 
 
 def tasks_overview(
-    store: Store, *, min_labels: int = 200, now: datetime | None = None
+    store: Store,
+    *,
+    min_labels: int = 200,
+    prices: Prices | None = None,
+    now: datetime | None = None,
 ) -> list[TaskOverview]:
     """Every task's overview (newest version of each key), by key."""
     with store.engine.connect() as conn:
         rows = conn.execute(NEWEST_TASK_VERSIONS).all()
         moment = now or t.utcnow()
-        return [_overview(conn, row, moment, min_labels) for row in rows]
+        return [_overview(conn, row, moment, min_labels, prices or {}) for row in rows]
 
 
 # --- charts over time --------------------------------------------------------------------------
@@ -284,18 +311,30 @@ class Bucket:
         return self.agreed / self.compared if self.compared else None
 
 
+def _bucket(start: datetime, pieces: Sequence[rollup.Slice]) -> Bucket:
+    def mean_latency(side: str) -> float | None:
+        n = sum(p.latency_n for p in pieces if p.side == side)
+        return sum(p.latency_sum_ms for p in pieces if p.side == side) / n if n else None
+
+    return Bucket(
+        start=start,
+        calls=sum(p.calls for p in pieces),
+        student_calls=sum(p.calls for p in pieces if p.side == STUDENT),
+        compared=sum(p.compared for p in pieces),
+        agreed=sum(p.agreed for p in pieces),
+        latency_ms={side: mean_latency(side) for side in SIDES},
+    )
+
+
 def timeseries(
     store: Store, task_key: str, *, bucket_s: int = 3600, buckets: int = 48
 ) -> list[Bucket]:
-    """The task's last ``buckets`` buckets of ``bucket_s`` seconds, oldest first, ending with the
-    bucket of its newest call (empty buckets included, so charts show gaps as zeros).
-
-    One range query per bucket over the covering index: cheaper than grouping by a computed
-    bucket expression (which needs a per-row date function and a temporary B-tree) and the same
-    SQL on SQLite and PostgreSQL.
-    """
-    if bucket_s <= 0 or buckets <= 0:
-        raise InvalidRequest("bucket_s and buckets must be positive")
+    """The task's last ``buckets`` buckets of ``bucket_s`` seconds (a whole number of hours),
+    oldest first, ending with the bucket of its newest call (empty buckets included, so charts
+    show gaps as zeros). Read from the hourly rollup (``understudy.store.rollup``)."""
+    if bucket_s <= 0 or buckets <= 0 or bucket_s % rollup.HOUR_S:
+        raise InvalidRequest("bucket_s must be a positive number of hours and buckets positive")
+    per_bucket = bucket_s // rollup.HOUR_S
     with store.engine.connect() as conn:
         task_id = _latest_task(conn, task_key).id
         newest = conn.execute(
@@ -307,23 +346,16 @@ def timeseries(
         if newest is None:
             return []
         last = int(newest.timestamp()) // bucket_s
-        series = []
-        for index in range(last - buckets + 1, last + 1):
-            start = datetime.fromtimestamp(index * bucket_s, UTC)
-            window = _window(conn, task_id, start, start + timedelta(seconds=bucket_s))
-            series.append(
-                Bucket(
-                    start=start,
-                    calls=window.calls,
-                    student_calls=window.student_calls,
-                    compared=window.compared,
-                    agreed=window.agreed,
-                    latency_ms={
-                        TEACHER: window.teacher_latency_ms,
-                        STUDENT: window.student_latency_ms,
-                    },
-                )
-            )
+        first_hour = (last - buckets + 1) * per_bucket
+        hours = rollup.hourly(conn, task_id, first_hour, (last + 1) * per_bucket)
+    series = []
+    for index in range(last - buckets + 1, last + 1):
+        pieces = [
+            piece
+            for hour in range(index * per_bucket, (index + 1) * per_bucket)
+            for piece in hours.get(hour, ())
+        ]
+        series.append(_bucket(datetime.fromtimestamp(index * bucket_s, UTC), pieces))
     return series
 
 
@@ -787,18 +819,16 @@ class TaskGauges:
 
 
 def task_gauges(store: Store, *, now: datetime | None = None) -> list[TaskGauges]:
-    """Per-task gauges for a metrics scrape: a few index range counts per task, so a scrape
-    stays cheap however many calls are logged."""
+    """Per-task gauges for a metrics scrape: the agreement counts come from the hourly rollup
+    and the review depth from one index count per task, so a scrape stays cheap however many
+    calls are logged."""
     since = (now or t.utcnow()) - timedelta(days=OVERVIEW_DAYS)
     calls = t.calls.c
     gauges = []
     with store.engine.connect() as conn:
         for key in task_keys(store):
             row = _latest_task(conn, key)
-            params = {"task_id": row.id, "start": since, "end": _END_OF_TIME}
-            agreed: dict[bool, int] = {
-                bool(value): int(n) for value, n in conn.execute(_BY_AGREED, params).all()
-            }
+            recent = rollup.window(conn, row.id, since, _END_OF_TIME)
             depth = conn.execute(
                 sa.select(sa.func.count())
                 .select_from(t.calls)
@@ -812,8 +842,8 @@ def task_gauges(store: Store, *, now: datetime | None = None) -> list[TaskGauges
                 TaskGauges(
                     key=key,
                     mode=Mode(row.mode),
-                    compared=sum(agreed.values()),
-                    agreed=agreed.get(True, 0),
+                    compared=sum(p.compared for p in recent),
+                    agreed=sum(p.agreed for p in recent),
                     review_depth=int(depth),
                 )
             )

@@ -154,3 +154,24 @@ api_keys = sa.Table(
     sa.Column("revoked_at", UTCDateTime, nullable=True),
     sa.UniqueConstraint("digest", name="uq_api_keys_digest"),
 )
+
+# The hourly rollup of calls (see ``understudy.store.rollup``): one row per task, hour, answering
+# side, call kind and teacher model; migration 0005 also installs the triggers that drop an hour's
+# rows when a call of that hour is written after it was rolled up.
+call_hours = sa.Table(
+    "call_hours",
+    metadata,
+    sa.Column("task_id", sa.Integer, sa.ForeignKey("tasks.id"), primary_key=True),
+    sa.Column("hour", sa.Integer, primary_key=True),
+    sa.Column("side", sa.String(20), primary_key=True),
+    sa.Column("kind", sa.String(20), primary_key=True),
+    sa.Column("teacher_model", sa.String(200), primary_key=True),
+    sa.Column("calls", sa.Integer, nullable=False),
+    sa.Column("ok_calls", sa.Integer, nullable=False),
+    sa.Column("compared", sa.Integer, nullable=False),
+    sa.Column("agreed", sa.Integer, nullable=False),
+    sa.Column("latency_n", sa.Integer, nullable=False),
+    sa.Column("latency_sum_ms", sa.Float, nullable=False),
+    sa.Column("prompt_tokens", sa.Integer, nullable=False),
+    sa.Column("completion_tokens", sa.Integer, nullable=False),
+)
