@@ -24,6 +24,7 @@ from understudy.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+_MAX_CACHED_URLS = 16
 # Client request headers worth forwarding to the upstream (auth is handled separately).
 FORWARDED_REQUEST_HEADERS = ("openai-organization", "openai-project", "openai-beta", "user-agent")
 # Upstream response headers returned to the client with the upstream's body.
@@ -73,6 +74,9 @@ class Upstream:
         # call than the transport itself.
         self.transport = transport or AiohttpTransport(limits)
         self.base_url = settings.upstream_base_url.rstrip("/")
+        # Parsed URLs of the few fixed paths (chat completions, models); bounded, because
+        # ``/models/{id}`` paths come from clients.
+        self._urls: dict[str, httpx.URL] = {}
         self.timeout = httpx.Timeout(
             settings.upstream_timeout_s, connect=settings.upstream_connect_timeout_s
         ).as_dict()
@@ -116,9 +120,14 @@ class Upstream:
         """
         if body is not None:
             headers = {**headers, "content-type": "application/json"}
+        url = self._urls.get(path)
+        if url is None:
+            url = httpx.URL(f"{self.base_url}{path}")
+            if len(self._urls) < _MAX_CACHED_URLS:
+                self._urls[path] = url
         request = httpx.Request(
             method,
-            f"{self.base_url}{path}",
+            url,
             headers=headers,
             content=body,
             extensions={"timeout": self.timeout},
