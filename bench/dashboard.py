@@ -9,6 +9,12 @@ reports the median and p99 wall time per page in milliseconds. Target: every pag
 It also reports the median CPU time of the process per request (gateway, SQLite and client
 together): on a shared machine the wall time includes waiting for a core, the CPU time does not.
 
+Rates and charts read the hourly rollup of calls (``understudy.store.rollup``), which a read fills
+the first time it meets a closed hour. The seeded store starts with none, so the first request of
+the run (the tasks page) fills the whole 7-day history; its time is reported apart as "first"
+and excluded from the timed runs like every warm-up request. Every later request still reads the
+open hour (about 600 calls at this rate) and the edges of the 7-day window from the calls.
+
     .venv/bin/python bench/dashboard.py [--calls 100000] [--runs 30]
 
 Writes bench/results/dashboard.json with the machine's details.
@@ -71,12 +77,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=100_000, help="logged calls to seed")
     parser.add_argument("--runs", type=int, default=30, help="timed requests per page")
-    parser.add_argument("--warmup", type=int, default=3, help="discarded requests per page")
+    parser.add_argument(
+        "--warmup", type=int, default=3, help="discarded requests per page (at least 1)"
+    )
     args = parser.parse_args()
     console = Console()
 
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(data_dir=Path(tmp) / "data")
+        # A priced teacher model, so the pages compute and show the teacher cost avoided.
+        settings = Settings(data_dir=Path(tmp) / "data", model_prices={"teacher-model": [2.5, 10]})
         store = open_store(settings)
         task = store.register_task(sentiment_spec())
         started = time.perf_counter()
@@ -91,8 +100,11 @@ def main() -> None:
         rows: list[dict[str, Any]] = []
         with TestClient(create_app(settings, store)) as client:
             for name, url in _pages(seeded[-1].id).items():
-                for _ in range(args.warmup):
+                warmup_ms = []
+                for _ in range(max(1, args.warmup)):
+                    t0 = time.perf_counter()
                     assert client.get(url).status_code == 200, url
+                    warmup_ms.append((time.perf_counter() - t0) * 1000.0)
                 times, cpu = [], []
                 for _ in range(args.runs):
                     t0, c0 = time.perf_counter(), time.process_time()
@@ -104,6 +116,7 @@ def main() -> None:
                     {
                         "page": name,
                         "url": url,
+                        "first_ms": warmup_ms[0],
                         "median_ms": statistics.median(times),
                         "p99_ms": _percentile(times, 0.99),
                         "cpu_median_ms": statistics.median(cpu),
@@ -113,12 +126,14 @@ def main() -> None:
         store.close()
 
     table = Table(title=f"Dashboard server time, {args.calls:,} calls, {args.runs} runs/page")
-    for column in ("page", "median ms", "p99 ms", "CPU median ms", "KiB", f"≤ {TARGET_MS:.0f} ms"):
+    columns = ("page", "first ms", "median ms", "p99 ms", "CPU median ms", "KiB")
+    for column in (*columns, f"≤ {TARGET_MS:.0f} ms"):
         table.add_column(column, justify="left" if column == "page" else "right")
     for row in rows:
         ok = row["p99_ms"] <= TARGET_MS
         table.add_row(
             row["page"],
+            f"{row['first_ms']:.1f}",
             f"{row['median_ms']:.1f}",
             f"{row['p99_ms']:.1f}",
             f"{row['cpu_median_ms']:.1f}",
@@ -135,7 +150,8 @@ def main() -> None:
                 "span_days": 7,
                 "human_labels": HUMAN_LABELS,
                 "runs": args.runs,
-                "warmup": args.warmup,
+                "warmup": max(1, args.warmup),
+                "rollup": "hourly call_hours; the run's first request fills the 7-day history",
                 "target_ms": TARGET_MS,
                 "pages": rows,
                 "machine": {
