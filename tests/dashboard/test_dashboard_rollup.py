@@ -86,6 +86,7 @@ def test_rollup_matches_the_calls_at_any_window_edges(
             (begin + timedelta(minutes=17), END - timedelta(minutes=41)),  # both edges mid-hour
             (begin + timedelta(hours=5, minutes=1), begin + timedelta(hours=5, minutes=59)),
             (begin + timedelta(hours=7), begin + timedelta(hours=9)),  # whole hours only
+            (begin + timedelta(milliseconds=500), END),  # leaves out the first call, at begin
         ]:
             expected = _sums(rollup.raw_slices(conn, task_id, start, end))
             got = _sums(rollup.window(conn, task_id, start, end))

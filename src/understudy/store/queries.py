@@ -128,8 +128,10 @@ class TaskOverview:
 
 # Far-future bound for windows open towards the future (calls stamped after ``now`` count too).
 _END_OF_TIME = datetime(9999, 1, 1, tzinfo=UTC)
-# Distinct reasons of a task's recent ``blocked`` events shown at most.
+# Distinct reasons of a task's recent ``blocked`` events shown at most, and how many of its newest
+# ``blocked`` events are read to find them.
 WORKER_BLOCKS_SHOWN = 5
+WORKER_BLOCKS_READ = 100
 
 
 def _savings(task_key: str, pieces: Sequence[rollup.Slice], prices: Prices) -> Savings:
@@ -169,7 +171,7 @@ def _worker_blocks(conn: Connection, task_id: int) -> tuple[WorkerBlock, ...]:
         sa.select(events.reason, events.created_at)
         .where(events.task_id == task_id, events.kind == "blocked")
         .order_by(events.id.desc())
-        .limit(100)
+        .limit(WORKER_BLOCKS_READ)
     )
     blocks: dict[str, WorkerBlock] = {}
     for reason, created_at in conn.execute(query).all():

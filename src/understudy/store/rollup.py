@@ -25,6 +25,7 @@ runs after (and deletes the fresh rows).
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -192,7 +193,7 @@ def hourly(conn: Connection, task_id: int, first: int, end: int) -> dict[int, li
 def window(conn: Connection, task_id: int, start: datetime, end: datetime) -> list[Slice]:
     """Slices of the task's calls created in [start, end): whole hours through ``hourly``, the
     parts of an hour at either edge from the calls."""
-    first = -(-int(start.timestamp()) // HOUR_S)  # the first hour starting at or after start
+    first = math.ceil(start.timestamp() / HOUR_S)  # the first hour starting at or after start
     last = hour_of(end)  # the hour holding end: whole hours end before it
     if first >= last:
         return raw_slices(conn, task_id, start, end)
