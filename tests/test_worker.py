@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from understudy.routing import Mode
+from understudy.serving import onnx_export
 from understudy.settings import Settings
 from understudy.store import CallKind, CallRecord, Store, open_store, switch
 from understudy.tasks import LabelSource, Task, detect_task
@@ -226,3 +227,30 @@ def test_encoder_students_are_exported_to_int8_onnx_and_evaluated_as_served(
     assert (published / "model.int8.onnx").is_file()
     run = store.student_runs("review")[0]
     assert run.kind == "probe" and run.metrics is not None and run.metrics["agreement"] > 0.6
+    # The int8 graph was checked against fp32 on the held-out calls before it was kept.
+    assert run.metrics["int8_agreement_with_fp32"] >= probe_settings.int8_min_agreement
+
+
+def test_an_int8_graph_below_the_agreement_bar_is_not_served(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A tiny random encoder quantizes without a single flip; stand in for one that flips 10%.
+    monkeypatch.setattr(onnx_export, "int8_agreement", lambda _artifact, _texts: 0.9)
+    encoder = write_tiny_encoder(tmp_path / "tiny-encoder", seed=0)
+    strict = settings.model_copy(
+        update={
+            "student_kinds": ["probe"],
+            "base_encoder": encoder,
+            "encoder_student_min_labels": 100,
+            "min_heldout_for_switch": 10_000,
+        }
+    )
+    store = open_store(strict)
+    spec = detect_task(REQUEST)
+    assert spec is not None
+    log_teacher_calls(store, store.register_task(spec), 300, seed=7)
+    assert [a.what for a in Worker(strict, store).run_once()] == ["promoted"]
+    published = strict.models_dir / "review" / "v1"
+    assert not (published / "model.int8.onnx").exists()
+    assert (published / "model.onnx").is_file()  # the fp32 graph serves, and was evaluated
+    assert store.student_runs("review")[0].metrics["int8_agreement_with_fp32"] == 0.9

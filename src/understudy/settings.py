@@ -90,6 +90,13 @@ class Settings(BaseSettings):
         "on CPU; the worker evaluates the int8 model, so its accuracy is what is measured), "
         "`torch` serves fp32 PyTorch.",
     )
+    int8_min_agreement: float = Field(
+        0.99,
+        ge=0.0,
+        le=1.0,
+        description="Share of held-out calls on which an encoder student's int8 ONNX graph must "
+        "predict what its fp32 graph predicts to be served; below it the fp32 ONNX graph serves.",
+    )
     student_max_batch: int = Field(
         32, description="Most concurrent texts the gateway groups into one student call."
     )

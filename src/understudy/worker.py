@@ -299,9 +299,16 @@ class Worker:
                 # The newest labels: the traffic the student will answer next looks most like them.
                 train = train[-self.settings.finetune_max_examples :]
             train_student(kind, task, train, staging, student_config(kind, self.settings))
-            if kind in ENCODER_KINDS and self.settings.student_backend == "onnx":
-                export_onnx(staging, quantize_int8=True)
             heldout = self.store.examples(task.key, task.version, heldout=True)
+            int8_agreement = None
+            if kind in ENCODER_KINDS and self.settings.student_backend == "onnx":
+                exported = export_onnx(
+                    staging,
+                    quantize_int8=True,
+                    check_texts=[example.text for example in heldout],
+                    min_int8_agreement=self.settings.int8_min_agreement,
+                )
+                int8_agreement = exported.int8_agreement
             report = evaluate(load_student(staging), task, heldout, target)
             write_heldout_metrics(staging, report)
         except Exception as error:
@@ -318,7 +325,12 @@ class Worker:
             f"{kind}: agreement {report.agreement:.3f}, coverage at target "
             f"{(report.coverage or 0.0):.1%} on {report.n} held-out calls"
         )
-        metrics = {**report.to_json(), "train_size": available, "trained_examples": len(train)}
+        metrics = {
+            **report.to_json(),
+            "train_size": available,
+            "trained_examples": len(train),
+            "int8_agreement_with_fp32": int8_agreement,
+        }
         return self._publish_if_better(task, run_id, staging, report, heldout, metrics, summary)
 
     def _publish_if_better(
