@@ -55,7 +55,9 @@ class DemoConfig:
     ``calls``: texts sent (the dataset cycles if it has fewer); ``concurrency``: client threads;
     ``teacher_latency_ms``: the fake teacher's delay per answer; ``noise``: share of texts the
     teacher labels wrongly (fixed per text); ``target_agreement``: the switch policy's target;
-    ``student_kinds``: students the worker trains (default: the settings' default).
+    ``student_kinds``: students the worker trains; the demo's own short list, because a
+    fine-tuned or distilled MiniLM takes longer on two cores than the whole demo (the end-to-end
+    benchmark passes the settings' default kinds).
     """
 
     dataset: DatasetName = "trec6"
@@ -66,7 +68,7 @@ class DemoConfig:
     # Lower than the product's 0.98 so that a few thousand calls on two cores show the switch;
     # the report states the target it ran with.
     target_agreement: float = 0.95
-    student_kinds: tuple[str, ...] = tuple(Settings.model_fields["student_kinds"].default)
+    student_kinds: tuple[str, ...] = ("ngram", "probe")
     audit_rate: float = 0.05
     seed: int = 0
     data_dir: Path | None = None

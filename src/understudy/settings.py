@@ -182,6 +182,12 @@ class Settings(BaseSettings):
         "and serving (longer inputs are truncated); training time grows with it.",
     )
     worker_poll_s: float = Field(2.0, description="Seconds between the worker's passes.")
+    worker_threads: int = Field(
+        1,
+        ge=1,
+        description="CPU threads the worker process trains and evaluates with (torch intra-op); "
+        "the default leaves the other cores of a small machine to the gateway's students.",
+    )
     model_refresh_s: float = Field(
         1.0, description="Seconds between the gateway's checks for a newly promoted student."
     )
