@@ -625,7 +625,7 @@ def demo(
     ] = 300.0,
     target_agreement: Annotated[
         float, typer.Option(min=0.5, max=1.0, help="Agreement the student must keep.")
-    ] = 0.95,
+    ] = 0.92,
     data_dir: Annotated[
         Path | None, typer.Option(help="Keep the demo's database and models here.")
     ] = None,

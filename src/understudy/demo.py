@@ -65,9 +65,10 @@ class DemoConfig:
     concurrency: int = 8
     teacher_latency_ms: float = 300.0
     noise: float = 0.01
-    # Lower than the product's 0.98 so that a few thousand calls on two cores show the switch;
-    # the report states the target it ran with.
-    target_agreement: float = 0.95
+    # Lower than the product's 0.98 so that a few thousand calls on two cores show the switch
+    # (at 0.95 the held-out lower bound hovers at the target: one run switched at 3,527 calls and
+    # fell back to shadow when the held-out set grew); the report states the target it ran with.
+    target_agreement: float = 0.92
     student_kinds: tuple[str, ...] = ("ngram", "probe")
     audit_rate: float = 0.05
     seed: int = 0
