@@ -398,7 +398,9 @@ def list_tasks() -> None:
     from understudy.store.queries import tasks_overview
 
     settings = Settings()
-    overviews = tasks_overview(open_store(settings), min_labels=settings.first_train_labels)
+    overviews = tasks_overview(
+        open_store(settings), min_labels=settings.first_train_labels, prices=settings.model_prices
+    )
     Console().print(tasks_table(overviews) if overviews else "No task yet.")
 
 
@@ -415,7 +417,9 @@ def show_task(name: Annotated[str, typer.Argument(help="Task key.")]) -> None:
     console = Console()
     settings = Settings()
     try:
-        print_task(console, open_store(settings), name, settings.first_train_labels)
+        print_task(
+            console, open_store(settings), name, settings.first_train_labels, settings.model_prices
+        )
     except UnderstudyError as exc:
         console.print(f"[red]{exc.message}[/red]")
         raise typer.Exit(1) from exc

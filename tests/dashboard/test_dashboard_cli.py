@@ -32,6 +32,12 @@ def test_tasks_and_task(seeded: list[SeededCall]) -> None:
     shown = runner.invoke(app, ["task", "sentiment"])
     assert shown.exit_code == 0, shown.output
     assert "serving student" in shown.output and "promoted" in shown.output
+    # With a price for the seeded teacher model, both show the teacher cost avoided in dollars.
+    priced = {"UNDERSTUDY_MODEL_PRICES": '{"teacher-model": [100.0, 400.0]}'}
+    for command in (["tasks"], ["task", "sentiment"]):
+        result = runner.invoke(app, command, env=priced)
+        assert result.exit_code == 0 and "$" in result.output, result.output
+    assert "$" not in runner.invoke(app, ["task", "sentiment"]).output  # no price: no figure
     missing = runner.invoke(app, ["task", "nope"])
     assert missing.exit_code == 1 and "no task 'nope'" in missing.output
 

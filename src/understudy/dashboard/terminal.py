@@ -3,51 +3,60 @@ keyboard review queue of ``understudy review`` (the CLI commands only parse and 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from understudy.dashboard.formatting import ms, pct, usd
 from understudy.store import Store
 from understudy.store import queries as q
 from understudy.tasks import LabelSource
 
 
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1%}"
-
-
-def _ms(value: float | None) -> str:
-    return "–" if value is None else f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
-
-
 def tasks_table(overviews: list[q.TaskOverview]) -> Table:
     """Every task's line of the tasks page."""
     table = Table(title="Tasks (rates over the last 7 days)")
-    for column in ("task", "mode", "calls/day", "student share", "agreement", "labelled"):
+    for column in (
+        "task",
+        "mode",
+        "calls/day",
+        "student share",
+        "agreement",
+        "labelled",
+        "cost avoided",
+    ):
         table.add_column(column, justify="left" if column in ("task", "mode") else "right")
     table.add_column("can switch?")
     for o in overviews:
-        agreement = _pct(o.agreement)
+        agreement = pct(o.agreement)
         if o.compared:
-            agreement += f" ({_pct(o.agreement_low)}–{_pct(o.agreement_high)}, n={o.compared})"
+            agreement += f" ({pct(o.agreement_low)}–{pct(o.agreement_high)}, n={o.compared})"
         table.add_row(
             f"{o.key} v{o.version}",
             o.mode.value,
             f"{o.calls_per_day:.0f}",
-            _pct(o.student_share),
+            pct(o.student_share),
             agreement,
             str(o.labelled),
+            usd(o.savings.avoided_cost_usd),
             "; ".join(o.blockers) or "ready",
         )
     return table
 
 
-def print_task(console: Console, store: Store, key: str, min_labels: int) -> None:
-    """One task: its overview, latency, serving student, recent runs and events."""
-    o = q.task_overview(store, key, min_labels=min_labels)
+def print_task(
+    console: Console,
+    store: Store,
+    key: str,
+    min_labels: int,
+    prices: Mapping[str, Sequence[float]] | None = None,
+) -> None:
+    """One task: its overview, latency, serving student, recent runs and events; ``prices``
+    (``Settings.model_prices``) price the teacher cost avoided."""
+    o = q.task_overview(store, key, min_labels=min_labels, prices=prices)
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
     facts.add_column()
@@ -56,13 +65,14 @@ def print_task(console: Console, store: Store, key: str, min_labels: int) -> Non
         ("threshold", "default" if o.threshold is None else f"{o.threshold:.3f}"),
         ("serving student", o.serving_version or "none"),
         ("calls (7 days)", f"{o.calls:,} ({o.calls_per_day:.0f}/day)"),
-        ("student share", _pct(o.student_share)),
-        ("live agreement", f"{_pct(o.agreement)} on {o.compared} compared calls"),
+        ("student share", pct(o.student_share)),
+        ("live agreement", f"{pct(o.agreement)} on {o.compared} compared calls"),
         ("labelled", f"{o.labelled} ({o.human_labelled} by people)"),
         ("tokens avoided (7 days)", f"{o.savings.avoided_tokens:,}"),
+        ("teacher cost avoided (7 days)", usd(o.savings.avoided_cost_usd)),
     ]
     for side, latency in o.latency.items():
-        rows.append((f"{side} p50/p99", f"{_ms(latency.p50_ms)} / {_ms(latency.p99_ms)}"))
+        rows.append((f"{side} p50/p99", f"{ms(latency.p50_ms)} / {ms(latency.p99_ms)}"))
     rows.append(("blockers", "; ".join(o.blockers) or "none"))
     for name, value in rows:
         facts.add_row(name, value)
@@ -77,8 +87,8 @@ def print_task(console: Console, store: Store, key: str, min_labels: int) -> Non
             run.kind,
             run.status,
             run.version or "–",
-            _pct(metrics.get("agreement")),
-            _pct(metrics.get("coverage")),
+            pct(metrics.get("agreement")),
+            pct(metrics.get("coverage")),
         )
     console.print(runs)
     events = Table(title="Recent events")
@@ -140,7 +150,7 @@ def review(
                 item.text,
                 title=f"{item.reason.value} · {item.call_id}",
                 subtitle=f"teacher: {_labels(item.teacher_labels)} · "
-                f"student: {_labels(item.student_labels)} · confidence {_pct(item.confidence)}",
+                f"student: {_labels(item.student_labels)} · confidence {pct(item.confidence)}",
             )
         )
         chosen: dict[str, str] = {}

@@ -20,6 +20,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from understudy.dashboard import charts
 from understudy.dashboard.auth import require_admin
+from understudy.dashboard.formatting import ms, pct, usd
 from understudy.errors import InvalidRequest, NotFound
 from understudy.routing.modes import Mode
 from understudy.settings import Settings
@@ -43,27 +44,11 @@ _env = Environment(
 )
 
 
-def _pct(value: float | None, digits: int = 1) -> str:
-    return "–" if value is None else f"{value * 100:.{digits}f}%"
-
-
-def _ms(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
-
-
 def _when(value: datetime | None) -> str:
     return "–" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _usd(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return f"${value:,.2f}" if value >= 1 else f"${value:.4f}"
-
-
-_env.filters.update(pct=_pct, ms=_ms, when=_when, usd=_usd)
+_env.filters.update(pct=pct, ms=ms, when=_when, usd=usd)
 
 
 # Own accessors rather than ``understudy.gateway.state``: importing the gateway package from here
