@@ -2,7 +2,8 @@
 
 Checks, in order: the settings load and make sense; the database is reachable and migrated to
 the newest schema (read only: the doctor never migrates); the upstream answers ``GET /models``;
-every serving student's artifact exists and matches its checksums. Nothing is written.
+every serving student's artifact exists and matches its checksums; the call log's journal holds
+no rejected calls and no journal left by a killed gateway. Nothing is written.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from understudy.gateway.upstream import mask_secrets
 from understudy.serving.registry import ModelRegistry
 from understudy.settings import Settings
 from understudy.store import Store
+from understudy.store.call_log import REJECTED_FILE, orphaned_segments
 from understudy.store.engine import MIGRATIONS_DIR, create_engine
 from understudy.store.keys import key_snapshot
 
@@ -70,6 +72,7 @@ def diagnose(settings_factory: Callable[[], Settings] = Settings) -> list[Findin
     store_findings, store = _database(settings)
     findings += store_findings
     findings += _upstream(settings)
+    findings += _journal(settings)
     if store is not None:
         findings += _artifacts(settings, store)
         findings += _auth(settings, store)
@@ -181,6 +184,32 @@ def _upstream(settings: Settings) -> Iterator[Finding]:
         )
     else:
         yield Finding("upstream", Status.OK, f"GET {url} answered {response.status_code}")
+
+
+def _journal(settings: Settings) -> Iterator[Finding]:
+    directory = settings.journal_dir
+    rejected = directory / REJECTED_FILE
+    if rejected.is_file() and rejected.stat().st_size:
+        count = len(rejected.read_bytes().splitlines())
+        yield Finding(
+            "call log",
+            Status.FAIL,
+            f"{count} call(s) the database rejected are kept in {rejected}",
+            "read each line's error; fix the cause (e.g. a deleted task), then import the calls "
+            "again or delete the file",
+        )
+        return
+    orphans = orphaned_segments(directory) if directory.is_dir() else []
+    if orphans:
+        yield Finding(
+            "call log",
+            Status.WARN,
+            f"{len(orphans)} journal segment(s) in {directory} were left by a gateway that was "
+            "killed before committing them",
+            "start the gateway (`understudy serve`): it replays them into the database",
+        )
+        return
+    yield Finding("call log", Status.OK, "no rejected calls, no journal left by a killed gateway")
 
 
 def _artifacts(settings: Settings, store: Store) -> Iterator[Finding]:

@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         1_000_000, description="Largest accepted request body, in bytes; larger gets 413."
     )
+    max_messages: int = Field(
+        2048,
+        ge=1,
+        description="Most messages one chat-completion request may hold; more gets 400.",
+    )
     template_min_calls: int = Field(
         20,
         description="Logged calls of a task needed before its prompt template (the text shared "

@@ -233,3 +233,14 @@ def test_stream_abandoned_by_client_is_still_logged(
                 raise
             time.sleep(0.02)
     assert call.labels == {"sentiment": "positive", "sarcastic": "false"}
+
+
+def test_too_many_messages_is_400(fresh_settings: Settings) -> None:
+    limited = fresh_settings.model_copy(update={"max_messages": 3})
+    with run_gateway(limited) as url:
+        for count, status in ((3, 200), (4, 400)):
+            body = {"model": "m", "messages": [{"role": "user", "content": "hi"}] * count}
+            response = httpx.post(f"{url}/chat/completions", json=body)
+            assert response.status_code == status, response.text
+    error = _error_of(response)
+    assert error["param"] == "messages" and "at most 3" in error["message"]

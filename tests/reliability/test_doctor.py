@@ -69,3 +69,20 @@ def test_an_unmigrated_or_invalid_setup_fails(settings: Settings) -> None:
     assert not (settings.data_dir / "understudy.db").exists()  # the doctor only reads
     code, output = _doctor({**env, "UNDERSTUDY_MAX_BODY_BYTES": "lots"})
     assert code == 1 and "max_body_bytes" in output
+
+
+def test_the_call_log_journal_is_checked(settings: Settings) -> None:
+    open_store(settings).close()
+    env = {
+        "UNDERSTUDY_DATA_DIR": str(settings.data_dir),
+        "UNDERSTUDY_UPSTREAM_BASE_URL": settings.upstream_base_url,
+    }
+    assert "no rejected calls" in _doctor(env)[1]
+    journal = settings.journal_dir
+    journal.mkdir(parents=True)
+    (journal / "calls-1-dead.jsonl").write_text('{"id": "x"}\n')  # no process holds it
+    code, output = _doctor(env)
+    assert code == 0 and "left by a gateway that was killed" in output
+    (journal / "rejected.jsonl").write_text('{"error": "boom", "journal_line": "{}"}\n')
+    code, output = _doctor(env)
+    assert code == 1 and "1 call(s) the database rejected" in output

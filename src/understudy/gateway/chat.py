@@ -104,13 +104,18 @@ class ChatCall:
     redactor: Redactor | None = None
 
 
-def _validate(payload: dict[str, Any]) -> None:
+def _validate(payload: dict[str, Any], max_messages: int) -> None:
     """The checks the OpenAI API makes first, so obviously bad calls never reach the teacher."""
     if not isinstance(payload.get("model"), str) or not payload["model"]:
         raise InvalidRequest("'model' is required and must be a string", param="model")
     messages = payload.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty array", param="messages")
+    if len(messages) > max_messages:
+        raise InvalidRequest(
+            f"'messages' holds {len(messages)} messages; at most {max_messages} are accepted",
+            param="messages",
+        )
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise InvalidRequest(f"messages[{i}] must be an object with a 'role'", param="messages")
@@ -154,8 +159,9 @@ async def _prepare(request: Request, body: bytes, payload: dict[str, Any]) -> Ch
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     """Answer an OpenAI chat-completion request (see the module docstring)."""
-    body, payload = await read_json_object(request, settings_of(request).max_body_bytes)
-    _validate(payload)
+    settings = settings_of(request)
+    body, payload = await read_json_object(request, settings.max_body_bytes)
+    _validate(payload, settings.max_messages)
     call = await _prepare(request, body, payload)
     if call.task is None or call.via is None:  # not a classification call: pass through
         return await answer_with_teacher(request, call)

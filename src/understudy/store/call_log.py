@@ -321,6 +321,16 @@ def _orphan(path: Path) -> Iterator[bool]:
         os.close(fd)
 
 
+def orphaned_segments(directory: Path) -> list[Path]:
+    """Journal segments in ``directory`` that no live process holds (left by a killed one)."""
+    found = []
+    for path in sorted(directory.glob(_SEGMENT_GLOB)):
+        with _orphan(path) as orphaned:
+            if orphaned:
+                found.append(path)
+    return found
+
+
 def replay_orphans(store: Store, directory: Path) -> int:
     """Commit the calls of journal segments left by killed processes, delete those segments, and
     return how many calls were new to the database."""
