@@ -174,7 +174,11 @@ class CallLog:
             if self._closing:
                 raise RuntimeError("the call log is closed")
             segment = self._segment_for(len(line))
-            _write_all(segment.fd, line)
+            try:
+                _write_all(segment.fd, line)
+            except OSError:
+                segment.closed = True  # a torn line may end it: the next call starts a new one
+                raise
             self._submitted += 1
             segment.size += len(line)
             segment.last_seq = self._submitted
@@ -239,8 +243,13 @@ class CallLog:
                 # After a failure the batch may have committed all the same (a connection lost
                 # on COMMIT): then calls already logged are skipped, not rejected as duplicates.
                 self._commit([record for _, record in batch], retry=wait_s > RETRY_MIN_S)
-            except _TRANSIENT as error:
-                logger.warning("committing %d calls failed, retrying: %s", len(batch), error)
+            except Exception as error:
+                # Transient database failures, and anything unexpected (e.g. the rejected file
+                # cannot be written): the batch stays queued and journaled, and is tried again.
+                if isinstance(error, _TRANSIENT):
+                    logger.warning("committing %d calls failed, retrying: %s", len(batch), error)
+                else:
+                    logger.exception("committing %d calls failed, retrying", len(batch))
                 with self._lock:
                     # Woken early only by close(); it retries once more before giving up.
                     closing = self._closing
