@@ -4,7 +4,6 @@ task between modes by the switch policy (real SQLite, real ngram students)."""
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
@@ -13,33 +12,10 @@ from understudy.routing import Mode
 from understudy.serving import onnx_export
 from understudy.settings import Settings
 from understudy.store import CallKind, CallRecord, Store, open_store, switch
-from understudy.tasks import LabelSource, Task, detect_task
+from understudy.tasks import Task, detect_task
 from understudy.testing.tiny_models import write_tiny_encoder
 from understudy.worker import Worker
-
-REQUEST = {
-    "response_format": {
-        "type": "json_schema",
-        "json_schema": {
-            "name": "review",
-            "schema": {
-                "type": "object",
-                "properties": {"sentiment": {"type": "string", "enum": ["negative", "positive"]}},
-                "required": ["sentiment"],
-            },
-        },
-    }
-}
-POSITIVE = ["great", "wonderful", "superb", "delightful", "moving", "brilliant"]
-NEGATIVE = ["awful", "boring", "dreadful", "tedious", "clumsy", "lifeless"]
-FILLER = ["the", "film", "plot", "acting", "story", "was", "really", "quite", "ending", "cast"]
-
-
-def review(rng: random.Random) -> tuple[str, str]:
-    label = rng.choice(["negative", "positive"])
-    words = [*rng.sample(FILLER, 5), rng.choice(POSITIVE if label == "positive" else NEGATIVE)]
-    rng.shuffle(words)
-    return " ".join(words), label
+from worker_support import REQUEST, log_teacher_calls
 
 
 @pytest.fixture()
@@ -57,27 +33,6 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture()
 def store(settings: Settings) -> Store:
     return open_store(settings)
-
-
-def log_teacher_calls(store: Store, task: Task, count: int, seed: int, start: int = 0) -> None:
-    rng = random.Random(seed)
-    for i in range(start, start + count):
-        text, label = review(rng)
-        store.record_call(
-            CallRecord(
-                id=f"call-{i}",
-                kind=CallKind.CLASSIFICATION,
-                request=REQUEST,
-                response={},
-                status_code=200,
-                task=task,
-                user_text=text,
-                input_text=text,
-                labels={"sentiment": label},
-                label_source=LabelSource.TEACHER,
-                answered_by="teacher",
-            )
-        )
 
 
 @pytest.fixture()

@@ -5,7 +5,6 @@ encoder, and trainers held at a gate the test opens (no sleeps)."""
 
 from __future__ import annotations
 
-import random
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,55 +13,16 @@ from typing import Any
 import pytest
 
 from understudy.settings import Settings
-from understudy.store import CallKind, CallRecord, Store, open_store
-from understudy.tasks import Example, LabelSource, Task, detect_task
+from understudy.store import Store, open_store
+from understudy.tasks import Example, Task, detect_task
 from understudy.testing.tiny_models import write_tiny_encoder
 from understudy.training import TRAINERS, NgramTrainer, ProbeConfig, ProbeTrainer, TrainResult
 from understudy.training.config import FinetuneConfig
 from understudy.worker import Worker, student_config
+from worker_support import REQUEST, log_teacher_calls
 
-REQUEST = {
-    "response_format": {
-        "type": "json_schema",
-        "json_schema": {
-            "name": "review",
-            "schema": {
-                "type": "object",
-                "properties": {"sentiment": {"type": "string", "enum": ["negative", "positive"]}},
-                "required": ["sentiment"],
-            },
-        },
-    }
-}
-POSITIVE = ["great", "wonderful", "superb", "delightful", "moving", "brilliant"]
-NEGATIVE = ["awful", "boring", "dreadful", "tedious", "clumsy", "lifeless"]
-FILLER = ["the", "film", "plot", "acting", "story", "was", "really", "quite", "ending", "cast"]
 # Longest wait for a gated trainer or the lane: a broken test fails instead of hanging.
 DEADLINE_S = 60.0
-
-
-def log_teacher_calls(store: Store, task: Task, count: int, seed: int, start: int = 0) -> None:
-    rng = random.Random(seed)
-    for i in range(start, start + count):
-        label = rng.choice(["negative", "positive"])
-        words = [*rng.sample(FILLER, 5), rng.choice(POSITIVE if label == "positive" else NEGATIVE)]
-        rng.shuffle(words)
-        text = " ".join(words)
-        store.record_call(
-            CallRecord(
-                id=f"call-{i}",
-                kind=CallKind.CLASSIFICATION,
-                request=REQUEST,
-                response={},
-                status_code=200,
-                task=task,
-                user_text=text,
-                input_text=text,
-                labels={"sentiment": label},
-                label_source=LabelSource.TEACHER,
-                answered_by="teacher",
-            )
-        )
 
 
 @pytest.fixture()

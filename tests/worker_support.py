@@ -1,0 +1,55 @@
+"""The review task and teacher-labelled calls the worker tests train on."""
+
+from __future__ import annotations
+
+import random
+
+from understudy.store import CallKind, CallRecord, Store
+from understudy.tasks import LabelSource, Task
+
+REQUEST = {
+    "response_format": {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "review",
+            "schema": {
+                "type": "object",
+                "properties": {"sentiment": {"type": "string", "enum": ["negative", "positive"]}},
+                "required": ["sentiment"],
+            },
+        },
+    }
+}
+POSITIVE = ["great", "wonderful", "superb", "delightful", "moving", "brilliant"]
+NEGATIVE = ["awful", "boring", "dreadful", "tedious", "clumsy", "lifeless"]
+FILLER = ["the", "film", "plot", "acting", "story", "was", "really", "quite", "ending", "cast"]
+
+
+def review(rng: random.Random) -> tuple[str, str]:
+    """A short review text with one sentiment word, and its label."""
+    label = rng.choice(["negative", "positive"])
+    words = [*rng.sample(FILLER, 5), rng.choice(POSITIVE if label == "positive" else NEGATIVE)]
+    rng.shuffle(words)
+    return " ".join(words), label
+
+
+def log_teacher_calls(store: Store, task: Task, count: int, seed: int, start: int = 0) -> None:
+    """Log ``count`` teacher-answered calls ``call-<start>`` ... of ``task``."""
+    rng = random.Random(seed)
+    for i in range(start, start + count):
+        text, label = review(rng)
+        store.record_call(
+            CallRecord(
+                id=f"call-{i}",
+                kind=CallKind.CLASSIFICATION,
+                request=REQUEST,
+                response={},
+                status_code=200,
+                task=task,
+                user_text=text,
+                input_text=text,
+                labels={"sentiment": label},
+                label_source=LabelSource.TEACHER,
+                answered_by="teacher",
+            )
+        )
