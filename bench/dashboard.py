@@ -39,6 +39,7 @@ from fastapi.testclient import TestClient
 from rich.console import Console
 from rich.table import Table
 
+from local_servers import percentile
 from understudy.dashboard.sample import seed_student_run, seed_traffic, sentiment_spec
 from understudy.gateway import create_app
 from understudy.settings import Settings
@@ -66,11 +67,6 @@ def _pages(call_id: str) -> dict[str, str]:
         "call detail": f"/ui/calls/{call_id}",
         "/metrics scrape": "/metrics",
     }
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> None:
@@ -118,7 +114,7 @@ def main() -> None:
                         "url": url,
                         "first_ms": warmup_ms[0],
                         "median_ms": statistics.median(times),
-                        "p99_ms": _percentile(times, 0.99),
+                        "p99_ms": percentile(times, 0.99),
                         "cpu_median_ms": statistics.median(cpu),
                         "bytes": len(response.content),
                     }

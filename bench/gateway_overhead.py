@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import platform
-import socket
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -34,6 +31,8 @@ import httpx
 import psutil
 from rich.console import Console
 from rich.table import Table
+
+from local_servers import percentile, teacher_and_gateway
 
 RESULTS = Path(__file__).parent / "results" / "gateway_overhead.json"
 TARGET_ADDED_P50_MS = 2.0
@@ -52,12 +51,6 @@ SCHEMA = {
 def label_fn(schema: dict[str, Any], text: str) -> dict[str, Any]:
     """The teacher's answer: a keyword rule (its cost is negligible next to HTTP)."""
     return {"sentiment": "positive" if "good" in text else "negative", "sarcastic": "!" in text}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _run_teacher(port: int) -> None:
@@ -81,17 +74,6 @@ def _run_gateway(port: int, teacher_port: int, data_dir: str) -> None:
     uvicorn.run(
         create_app(settings), host="127.0.0.1", port=port, log_level="warning", access_log=False
     )
-
-
-def _wait_ready(url: str, deadline_s: float = 60.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=1.0)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def _body(mode: str, i: int) -> dict[str, Any]:
@@ -122,11 +104,6 @@ def _timed_call(client: httpx.Client, url: str, body: dict[str, Any]) -> float:
     if status != 200:
         raise RuntimeError(f"{url} answered {status}")
     return elapsed
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def _cpu_s(process: psutil.Process) -> float:
@@ -168,7 +145,7 @@ def measure(
     for name, values in (("direct", direct), ("gateway", through)):
         result[name] = {
             "p50_ms": statistics.median(values),
-            "p99_ms": _percentile(values, 0.99),
+            "p99_ms": percentile(values, 0.99),
             "mean_ms": statistics.fmean(values),
         }
     result["added_p50_ms"] = result["gateway"]["p50_ms"] - result["direct"]["p50_ms"]
@@ -207,35 +184,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON results file")
     args = parser.parse_args()
 
-    context = multiprocessing.get_context("spawn")
-    teacher_port, gateway_port = _free_port(), _free_port()
-    with tempfile.TemporaryDirectory() as data_dir:
-        teacher = context.Process(target=_run_teacher, args=(teacher_port,), daemon=True)
-        gateway = context.Process(
-            target=_run_gateway, args=(gateway_port, teacher_port, data_dir), daemon=True
-        )
-        teacher.start()
-        gateway.start()
-        try:
-            direct_url = f"http://127.0.0.1:{teacher_port}/v1"
-            gateway_url = f"http://127.0.0.1:{gateway_port}/v1"
-            _wait_ready(f"{direct_url}/models")
-            _wait_ready(f"http://127.0.0.1:{gateway_port}/healthz")
-            results = [
-                measure(
-                    mode,
-                    direct_url,
-                    gateway_url,
-                    args.calls,
-                    args.warmup,
-                    psutil.Process(gateway.pid),
-                )
-                for mode in args.modes
-            ]
-        finally:
-            for process in (gateway, teacher):
-                process.terminate()
-                process.join(10)
+    with teacher_and_gateway(_run_teacher, _run_gateway) as servers:
+        results = [
+            measure(
+                mode,
+                f"{servers.teacher}/v1",
+                f"{servers.gateway}/v1",
+                args.calls,
+                args.warmup,
+                psutil.Process(servers.gateway_pid),
+            )
+            for mode in args.modes
+        ]
 
     table = Table(title="gateway overhead (ms per call, fake teacher, keep-alive client)")
     for column in (

@@ -24,13 +24,10 @@ import argparse
 import asyncio
 import contextlib
 import json
-import multiprocessing
 import os
 import platform
-import socket
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +40,8 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
+from local_servers import HOST, percentile, teacher_and_gateway
+
 RESULTS = Path(__file__).parent / "results" / "load.json"
 SCHEMA = {
     "type": "object",
@@ -53,19 +52,12 @@ SCHEMA = {
 TEACHER_LATENCY_MS = 5.0
 TRAINING_CALLS = 300
 # Only localhost is ever loaded: this is a benchmark of our own processes, not a load tool.
-HOST = "127.0.0.1"
 
 
 def label_fn(schema: dict[str, Any], text: str) -> dict[str, Any]:
     """The teacher's rule: "good" means positive."""
     del schema
     return {"sentiment": "positive" if "good" in text else "negative"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def _run_teacher(port: int) -> None:
@@ -90,17 +82,6 @@ def _run_gateway(port: int, teacher_port: int, data_dir: str) -> None:
         template_min_calls=20,
     )
     uvicorn.run(create_app(settings), host=HOST, port=port, log_level="warning", access_log=False)
-
-
-def _wait_ready(url: str, deadline_s: float = 90.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=1.0)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def _body(scenario: str, i: int) -> dict[str, Any]:
@@ -157,7 +138,7 @@ class ScenarioResult:
         ordered = sorted(self.latencies_ms)
 
         def pct(q: float) -> float:
-            return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else 0
+            return percentile(ordered, q) if ordered else 0
 
         tenth = max(1, len(self.rss) // 10)
         early = statistics.median(r for _, r in self.rss[tenth : 2 * tenth] or self.rss[:1])
@@ -255,42 +236,24 @@ def main() -> int:
     args = parser.parse_args()
     console = Console(width=150)
     load_before = os.getloadavg()[0]
-    context = multiprocessing.get_context("spawn")
-    teacher_port, gateway_port = _free_port(), _free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        teacher = context.Process(target=_run_teacher, args=(teacher_port,), daemon=True)
-        gateway = context.Process(
-            target=_run_gateway, args=(gateway_port, teacher_port, tmp), daemon=True
-        )
-        teacher.start()
-        gateway.start()
-        try:
-            url = f"http://{HOST}:{gateway_port}"
-            _wait_ready(f"http://{HOST}:{teacher_port}/v1/models")
-            _wait_ready(f"{url}/healthz")
-            student = prepare_student(url, Path(tmp))
-            console.print(f"student {student} serves the sentiment task; loading the gateway")
-            assert gateway.pid is not None
-            process = psutil.Process(gateway.pid)
-            results = [
-                asyncio.run(
-                    run_scenario(
-                        name,
-                        url,
-                        process,
-                        args.minutes * 60 / 2,
-                        args.max_requests,
-                        args.concurrency,
-                        args.sample_s,
-                    )
+    with teacher_and_gateway(_run_teacher, _run_gateway) as servers:
+        student = prepare_student(servers.gateway, servers.data_dir)
+        console.print(f"student {student} serves the sentiment task; loading the gateway")
+        process = psutil.Process(servers.gateway_pid)
+        results = [
+            asyncio.run(
+                run_scenario(
+                    name,
+                    servers.gateway,
+                    process,
+                    args.minutes * 60 / 2,
+                    args.max_requests,
+                    args.concurrency,
+                    args.sample_s,
                 )
-                for name in ("student", "passthrough")
-            ]
-        finally:
-            gateway.terminate()
-            teacher.terminate()
-            gateway.join(30)
-            teacher.join(30)
+            )
+            for name in ("student", "passthrough")
+        ]
     summaries = [r.summary() for r in results]
     table = Table(
         "scenario",

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -34,24 +32,12 @@ import openai
 from rich.console import Console
 from rich.table import Table
 
-from load import (
-    _body,
-    _free_port,
-    _run_gateway,
-    _run_teacher,
-    _wait_ready,
-    machine,
-    prepare_student,
-)
+from load import _body, _run_gateway, _run_teacher, machine, prepare_student
+from local_servers import percentile, teacher_and_gateway
 from understudy.gateway.student_path import ANSWERED_BY_HEADER
 
 RESULTS = Path(__file__).parent / "results" / "student_latency.json"
 TARGET_P50_MS = 5.0
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def _timed(call: Callable[[int], str], calls: int, warmup: int) -> dict[str, float]:
@@ -67,7 +53,7 @@ def _timed(call: Callable[[int], str], calls: int, warmup: int) -> dict[str, flo
             latencies.append(elapsed)
     return {
         "p50_ms": statistics.median(latencies),
-        "p99_ms": _percentile(latencies, 0.99),
+        "p99_ms": percentile(latencies, 0.99),
         "mean_ms": statistics.fmean(latencies),
     }
 
@@ -79,40 +65,25 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    context = multiprocessing.get_context("spawn")
-    teacher_port, gateway_port = _free_port(), _free_port()
-    with tempfile.TemporaryDirectory() as data_dir:
-        teacher = context.Process(target=_run_teacher, args=(teacher_port,), daemon=True)
-        gateway = context.Process(
-            target=_run_gateway, args=(gateway_port, teacher_port, data_dir), daemon=True
-        )
-        teacher.start()
-        gateway.start()
-        try:
-            root = f"http://127.0.0.1:{gateway_port}"
-            _wait_ready(f"http://127.0.0.1:{teacher_port}/v1/models")
-            _wait_ready(f"{root}/healthz")
-            version = prepare_student(root, Path(data_dir))
-            with httpx.Client(base_url=root, timeout=30) as http:
+    with teacher_and_gateway(_run_teacher, _run_gateway) as servers:
+        root = servers.gateway
+        version = prepare_student(root, servers.data_dir)
+        with httpx.Client(base_url=root, timeout=30) as http:
 
-                def raw_call(i: int) -> str:
-                    response = http.post("/v1/chat/completions", json=_body("student", i))
-                    response.raise_for_status()
-                    return response.headers[ANSWERED_BY_HEADER]
+            def raw_call(i: int) -> str:
+                response = http.post("/v1/chat/completions", json=_body("student", i))
+                response.raise_for_status()
+                return response.headers[ANSWERED_BY_HEADER]
 
-                raw = _timed(raw_call, args.calls, args.warmup)
-            client = openai.OpenAI(base_url=f"{root}/v1", api_key="k", max_retries=0)
+            raw = _timed(raw_call, args.calls, args.warmup)
+        client = openai.OpenAI(base_url=f"{root}/v1", api_key="k", max_retries=0)
 
-            def sdk_call(i: int) -> str:
-                answer = client.chat.completions.with_raw_response.create(**_body("student", i))
-                answer.parse()
-                return answer.headers[ANSWERED_BY_HEADER]
+        def sdk_call(i: int) -> str:
+            answer = client.chat.completions.with_raw_response.create(**_body("student", i))
+            answer.parse()
+            return answer.headers[ANSWERED_BY_HEADER]
 
-            sdk = _timed(sdk_call, args.calls, args.warmup)
-        finally:
-            for process in (gateway, teacher):
-                process.terminate()
-                process.join(10)
+        sdk = _timed(sdk_call, args.calls, args.warmup)
 
     results: dict[str, Any] = {"httpx": raw, "openai": sdk}
     table = Table(title=f"student-answered calls through the gateway (ngram {version}), ms")
