@@ -169,8 +169,10 @@ class Worker:
             if run_id is None:
                 return
             self._abandoned.add(run_id)
-            self.store.finish_student_run(run_id, "interrupted")
-        logger.warning("stopped while training run %d in the background: interrupted", run_id)
+            # The run may have just finished (promoted, rejected) before its job let go of it.
+            interrupted = self.store.finish_student_run(run_id, "interrupted")
+        if interrupted:
+            logger.warning("stopped while training run %d in the background: interrupted", run_id)
 
     def run(self, stop: threading.Event) -> None:
         """Pass over all tasks every ``worker_poll_s`` seconds until ``stop`` is set, encoder

@@ -205,6 +205,15 @@ def test_student_runs_round_trip(store: Store) -> None:
     assert run.finished_at is not None and run.started_at is not None
 
 
+def test_a_run_ends_once(store: Store) -> None:
+    # A worker stopping just after a background run was promoted must not relabel it.
+    run_id = store.start_student_run(store.register_task(_spec()), "probe")
+    assert store.finish_student_run(run_id, "promoted", version="v1")
+    assert not store.finish_student_run(run_id, "interrupted")
+    [run] = store.student_runs("sentiment")
+    assert (run.status, run.version) == ("promoted", "v1")
+
+
 def test_migrate_twice_keeps_data(store: Store) -> None:
     store.register_task(_spec())
     migrate(store.engine)

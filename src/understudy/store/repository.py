@@ -468,13 +468,13 @@ class Store:
         *,
         version: str | None = None,
         metrics: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Close a training run with its outcome (``succeeded``/``failed``), artifact version and
-        metrics."""
+    ) -> bool:
+        """Close a training run with its outcome (``succeeded``/``failed``/...), artifact version
+        and metrics. A run ends once: False (nothing written) when it already had an outcome."""
         with self.engine.begin() as conn:
-            conn.execute(
+            closed = conn.execute(
                 t.student_runs.update()
-                .where(t.student_runs.c.id == run_id)
+                .where(t.student_runs.c.id == run_id, t.student_runs.c.status == "running")
                 .values(
                     status=status,
                     version=version,
@@ -482,6 +482,7 @@ class Store:
                     finished_at=t.utcnow(),
                 )
             )
+        return closed.rowcount == 1
 
     def student_runs(self, task_key: str) -> list[StudentRun]:
         """A task's training runs (all versions), newest first."""
