@@ -122,6 +122,14 @@ class UpstreamUnavailable(UpstreamError):
     code = "upstream_unavailable"
 
 
+class CallNotLogged(UnderstudyError):
+    """The gateway could not record the call (its journal cannot be written, e.g. a full disk),
+    so it does not answer it: an answer is only given for a call that is logged."""
+
+    status_code = 503
+    code = "call_log_unavailable"
+
+
 class ModelError(UnderstudyError):
     """A student artifact is missing, corrupt or incompatible with its task."""
 

@@ -8,20 +8,18 @@ with ``pytest -m reliability``).
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
-from reliability_support import sentiment_request
+from reliability_support import GatewayProcess, env_of, poll, sentiment_request
 
 from understudy.importer import import_jsonl
 from understudy.settings import Settings
@@ -34,52 +32,6 @@ pytestmark = pytest.mark.reliability
 LOAD_THREADS = 8
 # Answered calls to wait for before the kill: enough that the kill lands mid-load.
 CALLS_BEFORE_KILL = 150
-
-
-def poll(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    return {**os.environ, **settings.to_env(), "UNDERSTUDY_START_WORKER": "false"}
-
-
-class GatewayProcess:
-    """``uvicorn --factory understudy.gateway:create_app`` in a subprocess, stderr to a file."""
-
-    def __init__(self, settings: Settings, log: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log.open("ab")
-        command = [sys.executable, "-m", "uvicorn", "--factory", "understudy.gateway:create_app"]
-        command += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
-        self.process = subprocess.Popen(
-            command, env=_env(settings), stdout=self.log, stderr=subprocess.STDOUT
-        )
-
-        def healthy() -> bool:
-            assert self.process.poll() is None, "the gateway exited at start-up"
-            try:
-                return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        poll(healthy, "the gateway to start")
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        self.process.send_signal(sig)
-        self.process.wait(timeout=30)
-        self.log.close()
 
 
 def _load(url: str, answered: list[str], stop: threading.Event, seed: int) -> None:
@@ -188,7 +140,7 @@ def test_kill9_of_the_worker_mid_training_recovers(settings: Settings, tmp_path:
         return [run.status for run in store.student_runs("sentiment")]
 
     command = [sys.executable, "-m", "understudy", "worker"]
-    first = subprocess.Popen(command, env=_env(trained), stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(command, env=env_of(trained), stderr=subprocess.DEVNULL)
     try:
         poll(lambda: "running" in runs(), "a training run to start")
     finally:
@@ -196,7 +148,7 @@ def test_kill9_of_the_worker_mid_training_recovers(settings: Settings, tmp_path:
         first.wait(timeout=30)
     assert runs() == ["running"]
 
-    second = subprocess.Popen(command, env=_env(trained), stderr=subprocess.DEVNULL)
+    second = subprocess.Popen(command, env=env_of(trained), stderr=subprocess.DEVNULL)
     try:
         poll(lambda: "promoted" in runs(), "the restarted worker to promote a student", 240)
     finally:

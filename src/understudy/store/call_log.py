@@ -42,8 +42,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from understudy.errors import UnknownTask
+from understudy.errors import CallNotLogged, UnknownTask
 from understudy.store import tables as t
+from understudy.store.pending import waits_for_calls, without_waiting_for_calls
 from understudy.store.records import CallKind, CallRecord
 from understudy.store.repository import Store
 from understudy.tasks import LabelSource, Task
@@ -59,18 +60,17 @@ _SEGMENT_GLOB = "calls-*.jsonl"
 # Failures worth retrying: the database is locked, busy, restarting or out of connections.
 _TRANSIENT = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
 
-# The call logs of this process by database URL, and a mark on their writer threads (a writer
-# never waits for another log's writes: two logs on one database would wait for each other).
+# The call logs of this process by database URL.
 _open_logs: dict[str, list[CallLog]] = {}
 _open_logs_lock = threading.Lock()
-_writer_thread = threading.local()
 
 
 def wait_for_pending_calls(database_url: str) -> None:
     """Wait until the calls this process has journaled for ``database_url`` are committed (at
     most ``FLUSH_TIMEOUT_S`` per log; then log a warning and go on). Every understudy engine
-    calls this before handing out a connection."""
-    if getattr(_writer_thread, "is_writer", False):
+    calls this before handing out a connection, unless the thread reads
+    ``without_waiting_for_calls``."""
+    if not waits_for_calls():
         return
     with _open_logs_lock:
         logs = list(_open_logs.get(database_url, ()))
@@ -164,8 +164,8 @@ class CallLog:
     def submit(self, record: CallRecord) -> None:
         """Journal ``record`` (its ``created_at`` fixed now) and queue it for the writer.
 
-        Raises ``OSError`` when the journal cannot be written (e.g. a full disk): the caller
-        must not report the call as logged then.
+        Raises ``CallNotLogged`` when the journal cannot be written (e.g. a full disk): the
+        caller must not answer the call then (the error renders as a 503).
         """
         if record.created_at is None:
             record = replace(record, created_at=t.utcnow())
@@ -173,12 +173,23 @@ class CallLog:
         with self._lock:
             if self._closing:
                 raise RuntimeError("the call log is closed")
-            segment = self._segment_for(len(line))
+            segment: _Segment | None = None
             try:
+                segment = self._segment_for(len(line))
                 _write_all(segment.fd, line)
-            except OSError:
-                segment.closed = True  # a torn line may end it: the next call starts a new one
-                raise
+            except OSError as error:
+                if segment is not None:  # a torn line may end it: the next call starts a new one
+                    segment.closed = True
+                logger.error(
+                    "call %s not answered: writing the journal in %s failed: %s",
+                    record.id,
+                    self.directory,
+                    error,
+                )
+                raise CallNotLogged(
+                    f"the gateway could not record this call ({error.strerror or error}), so it "
+                    "does not answer it; retry later"
+                ) from error
             self._submitted += 1
             segment.size += len(line)
             segment.last_seq = self._submitted
@@ -231,7 +242,12 @@ class CallLog:
     # --- the writer thread ---------------------------------------------------------------
 
     def _write_loop(self) -> None:
-        _writer_thread.is_writer = True
+        # A writer never waits for another log's writes: two logs on one database would wait
+        # for each other.
+        with without_waiting_for_calls():
+            self._write_batches()
+
+    def _write_batches(self) -> None:
         wait_s = RETRY_MIN_S
         while True:
             with self._lock:

@@ -38,14 +38,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def create_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite files get their directory created and the pragmas above.
     Its connections wait for the calls this process has journaled but not yet committed (see
-    ``understudy.store.call_log``), so a reader never misses a call that was answered."""
+    ``understudy.store.call_log``), so a reader never misses a call that was answered. Database
+    errors do not repeat the statement's parameters (callers' texts) in their message: they end
+    up in logs, unredacted and possibly megabytes long."""
     parsed = sa.make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        engine = sa.create_engine(url, pool_pre_ping=True)
+        engine = sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
     else:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+        engine = sa.create_engine(
+            url, connect_args={"check_same_thread": False}, hide_parameters=True
+        )
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     database_url = str(engine.url)
     sa.event.listen(engine, "checkout", lambda *_: wait_for_pending_calls(database_url))

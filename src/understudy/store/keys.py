@@ -18,6 +18,7 @@ from sqlalchemy.engine import Row
 
 from understudy.errors import InvalidRequest, NotFound
 from understudy.store import tables as t
+from understudy.store.pending import without_waiting_for_calls
 from understudy.store.repository import Store
 
 KEY_PREFIX = "usk_"
@@ -150,7 +151,7 @@ def revoke_key(store: Store, which: str) -> ApiKey:
 
 def key_snapshot(store: Store) -> KeySnapshot:
     """The active keys' digests, for the gateway's cached auth check."""
-    with store.engine.connect() as conn:
+    with without_waiting_for_calls(), store.engine.connect() as conn:
         rows = conn.execute(
             sa.select(
                 t.api_keys.c.id, t.api_keys.c.role, t.api_keys.c.digest, t.api_keys.c.revoked_at

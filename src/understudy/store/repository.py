@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 from understudy.errors import InvalidRequest, UnknownRequest, UnknownTask
 from understudy.routing.modes import Mode
 from understudy.store import tables as t
+from understudy.store.pending import without_waiting_for_calls
 from understudy.store.records import (
     CallKind,
     CallRecord,
@@ -308,7 +309,7 @@ class Store:
         cached = self.cached_template(task)
         if cached is not None:
             return cached
-        with self.engine.connect() as conn:
+        with without_waiting_for_calls(), self.engine.connect() as conn:
             task_id = self._task_id(conn, task)
             row = conn.execute(
                 sa.select(t.tasks.c.template_prefix, t.tasks.c.template_suffix).where(
@@ -324,7 +325,7 @@ class Store:
 
     def task_state(self, task_key: str, version: int | None = None) -> TaskState:
         """Mode, threshold and serving version of a task (its latest version by default)."""
-        with self.engine.connect() as conn:
+        with without_waiting_for_calls(), self.engine.connect() as conn:
             return _state_of(self._task_row(conn, task_key, version))
 
     def set_mode(
