@@ -4,6 +4,11 @@ The worker publishes a new student version by writing the task's ``serving_versi
 ``StudentPool.current`` notices the change (it re-reads task states at most every
 ``model_refresh_s`` seconds), loads the new version in a thread while the old one keeps answering,
 then swaps the reference; requests already inside the old student's batcher finish there.
+
+Only a task's first call waits for its state to be read. After that a call never waits on the
+database: a stale state is answered from the cache while one background read refreshes it, so a
+slow or failing database (whose reads first wait for the call log, see
+``understudy.store.call_log``) does not slow answers down.
 """
 
 from __future__ import annotations
@@ -55,23 +60,54 @@ class StudentPool:
         self.max_batch = max_batch
         self.max_wait_ms = max_wait_ms
         self._states: dict[tuple[str, int], tuple[TaskState, float]] = {}
+        self._refreshing: dict[tuple[str, int], asyncio.Task[TaskState]] = {}
         self._serving: dict[str, ServingStudent] = {}
         self._loading: dict[str, asyncio.Task[None]] = {}
         self._failed: set[tuple[str, str]] = set()
 
     async def state(self, task: Task) -> TaskState:
-        """The task version's state, re-read from the store at most every ``refresh_s``."""
+        """The task version's state. The first call reads it from the store; later calls get
+        the cached state, which a background read refreshes once it is ``refresh_s`` old."""
         key = (task.key, task.version)
         cached = self._states.get(key)
-        if cached is not None and time.monotonic() - cached[1] < self.refresh_s:
+        if cached is None:
+            return await self._read_state(task)
+        state, read_at = cached
+        if time.monotonic() - read_at >= self.refresh_s and key not in self._refreshing:
+            refresh = asyncio.get_running_loop().create_task(
+                self._read_state(task), name=f"refresh-state-{task.key}"
+            )
+            self._refreshing[key] = refresh
+            refresh.add_done_callback(lambda done: self._refreshed(key, done))
+        return state
+
+    def _refreshed(self, key: tuple[str, int], done: asyncio.Task[TaskState]) -> None:
+        if self._refreshing.get(key) is done:
+            del self._refreshing[key]
+
+    async def _read_state(self, task: Task) -> TaskState:
+        key = (task.key, task.version)
+        try:
+            state = await anyio.to_thread.run_sync(self.store.task_state, task.key, task.version)
+        except Exception:
+            cached = self._states.get(key)
+            if cached is None:
+                raise
+            # Keep serving the known state; the next refresh is due in ``refresh_s``.
+            logger.exception("task %s: could not re-read its state; keeping the last", task.key)
+            self._states[key] = (cached[0], time.monotonic())
             return cached[0]
-        state = await anyio.to_thread.run_sync(self.store.task_state, task.key, task.version)
         self._states[key] = (state, time.monotonic())
         return state
 
     def forget_state(self, task: Task) -> None:
-        """Drop the cached state so the next call re-reads it (after a mode change here)."""
-        self._states.pop((task.key, task.version), None)
+        """Drop the cached state so the next call re-reads it (after a mode change here); a
+        background read already under way is dropped too, as it may predate the change."""
+        key = (task.key, task.version)
+        self._states.pop(key, None)
+        refreshing = self._refreshing.pop(key, None)
+        if refreshing is not None:
+            refreshing.cancel()
 
     async def current(self, state: TaskState) -> ServingStudent | None:
         """The student serving this task now, starting a background load when a newer serving
@@ -119,9 +155,9 @@ class StudentPool:
             await old.batcher.close()
 
     async def close(self) -> None:
-        """Stop pending loads and every batcher."""
-        for loading in self._loading.values():
-            loading.cancel()
+        """Stop pending loads and state reads, and every batcher."""
+        for pending in [*self._loading.values(), *self._refreshing.values()]:
+            pending.cancel()
         for serving in self._serving.values():
             await serving.batcher.close()
         self._serving.clear()
