@@ -42,7 +42,8 @@ class ProbeConfig:
 
     ``encoder_dir``: a local HF BERT directory (None: the configured / packaged base encoder).
     ``cache_dir``: where pooled embeddings are cached per text across runs (None: memory only).
-    ``max_length`` in tokens; ``batch_size`` in texts per encoder forward pass.
+    ``max_length`` in tokens; ``batch_size`` in texts per encoder forward pass. ``c``: the
+    regression's inverse regularisation strength; None picks it per head by cross-validation.
     """
 
     seed: int = 0
@@ -51,7 +52,7 @@ class ProbeConfig:
     max_length: int = 128
     pooling: Pooling = "mean"
     batch_size: int = 64
-    c: float = 1.0
+    c: float | None = None
     cache_dir: Path | None = None
     refit_on_all: bool = True
     progress: bool = True
