@@ -1,0 +1,97 @@
+"""The gateway's cache of task states: only a task's first call reads the store; later calls
+get the cached state while one background read refreshes it, and a failing read keeps the last
+known state."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from understudy.gateway.students import StudentPool
+from understudy.routing.modes import Mode
+from understudy.serving.registry import ModelRegistry
+from understudy.settings import Settings
+from understudy.store import open_store
+from understudy.tasks import Task, detect_task
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"sentiment": {"type": "string", "enum": ["negative", "positive"]}},
+    "required": ["sentiment"],
+}
+REQUEST = {
+    "model": "m",
+    "messages": [{"role": "user", "content": "x"}],
+    "response_format": {"type": "json_schema", "json_schema": {"name": "review", "schema": SCHEMA}},
+}
+
+
+async def _eventually(condition: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def _pool_and_task(tmp_path: Path) -> tuple[StudentPool, Task]:
+    settings = Settings(data_dir=tmp_path)
+    store = open_store(settings)
+    spec = detect_task(REQUEST)
+    assert spec is not None
+    task = store.register_task(spec)
+    pool = StudentPool(
+        store, ModelRegistry(settings.models_dir), refresh_s=0.0, max_batch=8, max_wait_ms=1.0
+    )
+    return pool, task
+
+
+async def test_a_stale_state_is_answered_from_the_cache_and_refreshed_behind(
+    tmp_path: Path,
+) -> None:
+    pool, task = _pool_and_task(tmp_path)
+    assert (await pool.state(task)).mode is Mode.SHADOW
+    pool.store.set_mode(task.key, Mode.TEACHER, reason="test")
+
+    assert (await pool.state(task)).mode is Mode.SHADOW  # cached; a refresh starts
+
+    async def refreshed() -> bool:
+        return (await pool.state(task)).mode is Mode.TEACHER
+
+    await _eventually(refreshed)
+    pool.store.close()
+
+
+async def test_forgetting_a_state_reads_it_again_at_once(tmp_path: Path) -> None:
+    pool, task = _pool_and_task(tmp_path)
+    await pool.state(task)
+    pool.store.set_mode(task.key, Mode.TEACHER, reason="test")
+    pool.forget_state(task)
+    assert (await pool.state(task)).mode is Mode.TEACHER
+    pool.store.close()
+
+
+async def test_a_failing_refresh_keeps_the_last_known_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    pool, task = _pool_and_task(tmp_path)
+    await pool.state(task)
+
+    def database_down(*args: object) -> None:
+        raise ConnectionError("database down")
+
+    monkeypatch.setattr(pool.store, "task_state", database_down)
+
+    async def failed() -> bool:
+        return "could not re-read its state" in caplog.text
+
+    with caplog.at_level(logging.ERROR):
+        assert (await pool.state(task)).mode is Mode.SHADOW
+        await _eventually(failed)
+        assert (await pool.state(task)).mode is Mode.SHADOW
+    await pool.close()
+    pool.store.close()
