@@ -309,7 +309,8 @@ class Store:
         cached = self.cached_template(task)
         if cached is not None:
             return cached
-        with without_waiting_for_calls(), self.engine.connect() as conn:
+        # Waits for pending calls: committing them is what learns the template.
+        with self.engine.connect() as conn:
             task_id = self._task_id(conn, task)
             row = conn.execute(
                 sa.select(t.tasks.c.template_prefix, t.tasks.c.template_suffix).where(
