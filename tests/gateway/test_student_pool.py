@@ -8,7 +8,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,17 +17,7 @@ from understudy.serving.registry import ModelRegistry
 from understudy.settings import Settings
 from understudy.store import open_store
 from understudy.tasks import Task, detect_task
-
-SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"sentiment": {"type": "string", "enum": ["negative", "positive"]}},
-    "required": ["sentiment"],
-}
-REQUEST = {
-    "model": "m",
-    "messages": [{"role": "user", "content": "x"}],
-    "response_format": {"type": "json_schema", "json_schema": {"name": "review", "schema": SCHEMA}},
-}
+from worker_support import REQUEST
 
 
 async def _eventually(condition: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) -> None:

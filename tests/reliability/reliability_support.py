@@ -80,15 +80,15 @@ class GatewayProcess:
         command += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
 
         def limit_file_size() -> None:
-            if max_file_bytes is not None:
-                resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+            limit = (max_file_bytes, max_file_bytes)
+            resource.setrlimit(resource.RLIMIT_FSIZE, limit)
 
         self.process = subprocess.Popen(
             command,
             env=env_of(settings),
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            preexec_fn=limit_file_size,
+            preexec_fn=None if max_file_bytes is None else limit_file_size,
         )
 
         def healthy() -> bool:

@@ -8,12 +8,12 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from reliability_support import sentiment_request
+from reliability_support import poll, sentiment_request
 
 from understudy.errors import UpstreamUnavailable
 from understudy.gateway.resilience import CircuitBreaker, CircuitState, backoff_s, retry_after_s
@@ -25,14 +25,6 @@ from understudy.testing.gateway import run_gateway
 from understudy.training.workflow import task_data, train_and_publish
 
 ECHO = {"model": "gpt-x", "messages": [{"role": "user", "content": "hello"}]}
-
-
-def poll(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture()

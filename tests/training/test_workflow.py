@@ -11,20 +11,8 @@ from understudy.settings import Settings
 from understudy.store import CallKind, CallRecord, open_store
 from understudy.tasks import LabelSource, detect_task
 from understudy.training.workflow import task_data, train_and_publish
+from worker_support import REQUEST
 
-REQUEST = {
-    "response_format": {
-        "type": "json_schema",
-        "json_schema": {
-            "name": "review",
-            "schema": {
-                "type": "object",
-                "properties": {"sentiment": {"type": "string", "enum": ["negative", "positive"]}},
-                "required": ["sentiment"],
-            },
-        },
-    }
-}
 WORDS = {"positive": ["great", "wonderful", "superb"], "negative": ["awful", "boring", "dreadful"]}
 FILLER = ["the", "film", "plot", "acting", "story", "was", "really", "quite", "ending", "cast"]
 

@@ -113,6 +113,15 @@ def _head_rows(head: Head, examples: list[Example]) -> list[int]:
     return [i for i, e in enumerate(examples) if head.name in e.labels]
 
 
+def _head_data(
+    head: Head, examples: list[Example], features: NDArray[Any]
+) -> tuple[NDArray[Any], list[str], NDArray[Any]]:
+    """Features, labels and weights of the examples that label ``head``."""
+    rows = _head_rows(head, examples)
+    labels = [examples[i].labels[head.name] for i in rows]
+    return features[rows], labels, np.array([examples[i].weight for i in rows])
+
+
 class ProbeTrainer:
     """Trains the probe student; ``train`` writes a complete ``kind="probe"`` artifact."""
 
@@ -125,17 +134,12 @@ class ProbeTrainer:
         self, task: Task, examples: list[Example], features: NDArray[Any]
     ) -> dict[str, float]:
         """Head name -> the regression's C: ``config.c``, or one chosen by cross-validation."""
-        strengths = {}
-        for head in task.heads:
-            rows = _head_rows(head, examples)
-            labels = [examples[i].labels[head.name] for i in rows]
-            weights = np.array([examples[i].weight for i in rows])
-            strengths[head.name] = (
-                self.config.c
-                if self.config.c is not None
-                else choose_c(features[rows], labels, weights, self.config.seed)
-            )
-        return strengths
+        if self.config.c is not None:
+            return dict.fromkeys((head.name for head in task.heads), self.config.c)
+        return {
+            head.name: choose_c(*_head_data(head, examples, features), self.config.seed)
+            for head in task.heads
+        }
 
     def _fit_heads(
         self,
@@ -144,18 +148,15 @@ class ProbeTrainer:
         features: NDArray[Any],
         strengths: dict[str, float],
     ) -> dict[str, LinearHead]:
-        heads = {}
-        for head in task.heads:
-            rows = _head_rows(head, examples)
-            heads[head.name] = fit_linear_head(
+        return {
+            head.name: fit_linear_head(
                 head,
-                features[rows],
-                [examples[i].labels[head.name] for i in rows],
-                np.array([examples[i].weight for i in rows]),
+                *_head_data(head, examples, features),
                 strengths[head.name],
                 self.config.seed,
             )
-        return heads
+            for head in task.heads
+        }
 
     def train(self, task: Task, examples: list[Example], out_dir: Path) -> TrainResult:
         """Embed every text (cached), fit and calibrate the heads, write the artifact.
