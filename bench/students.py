@@ -34,6 +34,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -140,15 +141,6 @@ def student_config(kind: str, args: argparse.Namespace) -> StudentConfig:
     return DistillConfig(**tuning, num_layers=args.distill_layers)
 
 
-def soft_labels_from(teacher: Student, examples: list[Example]) -> list[Example]:
-    """The examples with the teacher student's calibrated probabilities as soft labels."""
-    predictions = teacher.predict([e.text for e in examples])
-    return [
-        Example(e.text, e.labels, e.source, e.weight, soft_labels=p.probs)
-        for e, p in zip(examples, predictions, strict=True)
-    ]
-
-
 def run_student(
     kind: str,
     task: Task,
@@ -159,12 +151,13 @@ def run_student(
 ) -> dict[str, Any]:
     """Train one understudy student, score it on ``test``, time its serving."""
     out = workdir / kind
-    if kind == "distill":
-        # No LLM teacher ships offline: the fine-tuned MiniLM-L6 of this budget plays the teacher
-        # and a shallower student learns its soft labels.
-        train = soft_labels_from(load_student(workdir / "finetune", "torch"), train)
+    config = student_config(kind, args)
+    if isinstance(config, DistillConfig):
+        # As in the worker: the fine-tuned MiniLM-L6 of this budget is the teacher assistant the
+        # shallower student starts from and learns (no LLM soft labels ship offline).
+        config = replace(config, assistant_dir=workdir / "finetune")
     started = time.perf_counter()
-    result = train_student(kind, task, train, out, student_config(kind, args))
+    result = train_student(kind, task, train, out, config)
     train_s = time.perf_counter() - started
     row = _score(load_student(out, "torch"), test) | {"train_s": train_s}
     row["timings_s"] = result.timings_s
@@ -321,7 +314,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument(
-        "--distill-layers", type=int, default=3, help="encoder layers of the distilled student"
+        "--distill-layers", type=int, default=4, help="encoder layers of the distilled student"
     )
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument(

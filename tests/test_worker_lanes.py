@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 
+from understudy.serving.registry import ModelRegistry
 from understudy.settings import Settings
 from understudy.store import Store, open_store
 from understudy.tasks import Example, Task, detect_task
-from understudy.testing.tiny_models import write_tiny_encoder
+from understudy.testing.tiny_models import write_tiny_encoder, write_tiny_student
 from understudy.training import TRAINERS, NgramTrainer, ProbeConfig, ProbeTrainer, TrainResult
-from understudy.training.config import FinetuneConfig
+from understudy.training.config import DistillConfig, FinetuneConfig
 from understudy.worker import Worker, student_config
 from worker_support import REQUEST, log_teacher_calls
 
@@ -210,14 +211,11 @@ def test_each_kind_keeps_its_own_retrain_clock(
     assert strict.due_kinds(task) == (labelled, ["probe"])
 
 
-def test_finetuned_students_train_on_the_newest_labels_within_the_cost_bounds(
-    settings: Settings, store: Store, task: Task, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    seen: list[tuple[list[str], FinetuneConfig]] = []
+def recording_trainer(seen: list[tuple[list[str], Any]]) -> type:
+    """A trainer class that records what the worker asks of an encoder student (texts, config)
+    and trains an n-gram one instead."""
 
     class RecordingTrainer:
-        """Records what the worker asks of a fine-tuned student, and trains an n-gram one."""
-
         def __init__(self, config: FinetuneConfig) -> None:
             self.config = config
 
@@ -226,7 +224,14 @@ def test_finetuned_students_train_on_the_newest_labels_within_the_cost_bounds(
             result: TrainResult = NgramTrainer().train(task, examples, out_dir)
             return result
 
-    monkeypatch.setitem(TRAINERS, "finetune", (RecordingTrainer, FinetuneConfig))
+    return RecordingTrainer
+
+
+def test_finetuned_students_train_on_the_newest_labels_within_the_cost_bounds(
+    settings: Settings, store: Store, task: Task, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[list[str], Any]] = []
+    monkeypatch.setitem(TRAINERS, "finetune", (recording_trainer(seen), FinetuneConfig))
     bounded = settings.model_copy(
         update={
             "student_kinds": ["finetune"],
@@ -249,3 +254,22 @@ def test_finetuned_students_train_on_the_newest_labels_within_the_cost_bounds(
     [run] = store.student_runs("review")
     assert run.metrics is not None and run.metrics["trained_examples"] == 120
     assert run.metrics["train_size"] == store.count_labelled("review", heldout=False)
+
+
+def test_the_distilled_student_starts_from_the_newest_finetuned_student(
+    settings: Settings, store: Store, task: Task, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[list[str], Any]] = []
+    monkeypatch.setitem(TRAINERS, "distill", (recording_trainer(seen), DistillConfig))
+    registry = ModelRegistry(settings.models_dir)
+    staging = write_tiny_student(registry.staging_dir(task.key), task.heads, task=task.key)
+    finetuned = registry.path(task.key, registry.publish(staging, task.key))
+    distill = settings.model_copy(update={"student_kinds": ["distill"], "distill_layers": 3})
+    log_teacher_calls(store, task, 400, seed=7)
+    worker = Worker(distill, store, registry)
+    assert whats(worker.run_once(background=True)) == ["training"]
+    assert worker.wait_for_background(DEADLINE_S)
+
+    [(_, config)] = seen
+    assert config.assistant_dir == finetuned
+    assert config.num_layers == 3

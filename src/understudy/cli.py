@@ -254,6 +254,16 @@ def train(
     target: Annotated[
         float | None, typer.Option(help="Agreement target for the threshold (setting default).")
     ] = None,
+    layers: Annotated[
+        int | None, typer.Option(help="Encoder layers the student keeps (finetune: all, distill: 4).")
+    ] = None,
+    assistant: Annotated[
+        Path | None,
+        typer.Option(
+            help="Fine-tuned student artifact a distilled student starts from and learns "
+            "(default: the task's newest published finetune student, if any)."
+        ),
+    ] = None,
 ) -> None:
     """Train a student, evaluate it on held-out calls and publish it as the task's next version."""
     from rich.console import Console
@@ -269,11 +279,23 @@ def train(
     console = Console()
     store = None if data is not None else open_store(settings)
     try:
+        examples = task_data(task, settings, data=data, store=store)
+        registry = ModelRegistry(settings.models_dir)
+        if student == "distill" and assistant is None:
+            assistant = registry.newest_of_kind(task, examples.task.version, "finetune")
         config = build_config(
             student,
-            {"seed": seed, "epochs": epochs, "encoder_dir": encoder, "max_length": max_length},
+            {
+                "seed": seed,
+                "epochs": epochs,
+                "encoder_dir": encoder,
+                "max_length": max_length,
+                "num_layers": layers,
+                "assistant_dir": assistant,
+            },
         )
-        examples = task_data(task, settings, data=data, store=store)
+        if assistant is not None:
+            console.print(f"the distilled student starts from and learns {assistant}")
         console.print(
             f"training a {student} student for {task}: {len(examples.train)} examples, "
             f"{len(examples.heldout)} held out"
@@ -281,7 +303,7 @@ def train(
         published = train_and_publish(
             student,
             examples,
-            ModelRegistry(settings.models_dir),
+            registry,
             config=config,
             target_agreement=target if target is not None else settings.target_agreement,
             store=store,

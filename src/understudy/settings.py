@@ -186,6 +186,13 @@ class Settings(BaseSettings):
         description="Longest input in tokens of fine-tuned and distilled students, in training "
         "and serving (longer inputs are truncated); training time grows with it.",
     )
+    distill_layers: int = Field(
+        4,
+        ge=1,
+        description="Encoder layers the distilled student keeps (at most the base encoder's). It "
+        "starts from the newest fine-tuned student's first layers and learns its probabilities; "
+        "4 of MiniLM-L6's 6 layers serve in about half the time (bench/README.md).",
+    )
     worker_poll_s: float = Field(2.0, description="Seconds between the worker's passes.")
     worker_threads: int = Field(
         1,

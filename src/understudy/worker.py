@@ -52,7 +52,7 @@ from understudy.settings import Settings
 from understudy.store import Store, switch
 from understudy.store.records import TaskState
 from understudy.tasks import Example, Task
-from understudy.training import TRAINERS, StudentConfig, train_student
+from understudy.training import TRAINERS, DistillConfig, StudentConfig, train_student
 from understudy.training_lane import TrainingLane
 
 logger = logging.getLogger(__name__)
@@ -107,6 +107,8 @@ def student_config(kind: str, settings: Settings) -> StudentConfig:
     if kind in FINETUNED_KINDS:
         wanted["max_length"] = settings.finetune_max_length
         wanted["epochs"] = settings.finetune_epochs
+    if kind == "distill":
+        wanted["num_layers"] = settings.distill_layers
     names = {field.name for field in dataclasses.fields(config_class)}
     config: StudentConfig = config_class(**{k: v for k, v in wanted.items() if k in names})
     return config
@@ -300,7 +302,12 @@ class Worker:
             if kind in FINETUNED_KINDS:
                 # The newest labels: the traffic the student will answer next looks most like them.
                 train = train[-self.settings.finetune_max_examples :]
-            train_student(kind, task, train, staging, student_config(kind, self.settings))
+            config = student_config(kind, self.settings)
+            if isinstance(config, DistillConfig):
+                # The newest fine-tuned student is the teacher assistant (None: base encoder).
+                assistant = self.registry.newest_of_kind(task.key, task.version, "finetune")
+                config = dataclasses.replace(config, assistant_dir=assistant)
+            train_student(kind, task, train, staging, config)
             heldout = self.store.examples(task.key, task.version, heldout=True)
             int8_agreement = None
             if kind in ENCODER_KINDS and self.settings.student_backend == "onnx":

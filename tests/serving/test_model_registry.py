@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from understudy.errors import InvalidRequest, ModelError, NotFound
+from understudy.serving.artifact import StudentManifest
 from understudy.serving.registry import ModelRegistry
 from understudy.tasks import Head
 from understudy.testing.tiny_models import write_tiny_student
@@ -74,3 +76,25 @@ def test_refuses_incomplete_staging_and_unsafe_keys(tmp_path: Path) -> None:
     for key in ("../escape", ".hidden", "a/b", ""):
         with pytest.raises(InvalidRequest):
             registry.staging_dir(key)
+
+
+def test_newest_of_kind_passes_over_other_kinds_task_versions_and_broken_artifacts(
+    tmp_path: Path,
+) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    assert registry.newest_of_kind("topics", 1, "finetune") is None
+    for kind in ("finetune", "finetune", "distill"):
+        staging = write_tiny_student(
+            registry.staging_dir("topics"), HEADS, task="topics", kind=kind
+        )
+        registry.publish(staging, "topics")
+    newer_task = write_tiny_student(registry.staging_dir("topics"), HEADS, task="topics")
+    manifest = StudentManifest.read(newer_task)
+    dataclasses.replace(manifest, task_version=2).write(newer_task)
+    registry.publish(newer_task, "topics")  # v4, for task version 2
+
+    assert registry.newest_of_kind("topics", 1, "finetune") == registry.path("topics", "v2")
+    assert registry.newest_of_kind("topics", 2, "finetune") == registry.path("topics", "v4")
+    assert registry.newest_of_kind("topics", 1, "probe") is None
+    (registry.path("topics", "v2") / "heads.safetensors").write_bytes(b"tampered")
+    assert registry.newest_of_kind("topics", 1, "finetune") == registry.path("topics", "v1")

@@ -1,13 +1,20 @@
-"""LoRA adapters start as the identity and merge exactly; distillation targets and weights."""
+"""LoRA adapters start as the identity and merge exactly; distillation targets, weights and the
+assistant's soft labels."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from understudy.errors import ConfigurationError
+from understudy.serving.loader import load_student
 from understudy.tasks import Example, Head, LabelSource, Task
+from understudy.testing.tiny_models import write_tiny_student
 from understudy.training import DistillConfig, DistillTrainer, FinetuneTrainer
+from understudy.training.distill import assistant_soft_labels
 from understudy.training.finetune import linear_schedule
 from understudy.training.lora import LoRALinear, merge_lora
 
@@ -61,3 +68,33 @@ def test_distill_loss_equals_finetune_loss_on_unsmoothed_hard_targets() -> None:
         distill.loss(logits, with_flag, weights, "mood"),
         FinetuneTrainer().loss(logits, one_hot, weights, "mood"),
     )
+
+
+def test_the_assistant_labels_teacher_examples_without_soft_labels_only(tmp_path: Path) -> None:
+    assistant = write_tiny_student(tmp_path / "assistant", TASK.heads, task=TASK.key)
+    teacher_soft = {"mood": {"good": 0.7, "bad": 0.3}}
+    examples = [
+        Example("refund please", {"mood": "bad"}),
+        Example("great service", {"mood": "good"}, soft_labels=teacher_soft),
+        Example("so slow", {"mood": "bad"}, LabelSource.HUMAN),
+    ] * 40  # more than one of the assistant's batches
+    labelled = assistant_soft_labels(assistant, TASK, examples)
+
+    expected = load_student(assistant, "torch").predict(["refund please"])[0].probs["mood"]
+    for example in (labelled[0], labelled[-3]):  # in the first and the last batch
+        assert example.soft_labels is not None
+        assert example.soft_labels["mood"] == pytest.approx(expected, abs=1e-5)
+    assert labelled[1].soft_labels == teacher_soft  # the teacher's own distribution is kept
+    assert labelled[2] == examples[2]  # gold labels are learned as they are
+    other = Task(key="t", version=1, schema={}, heads=(Head("topic", ("a", "b")),))
+    with pytest.raises(ConfigurationError, match="other heads"):
+        assistant_soft_labels(assistant, other, examples)
+
+
+def test_distilled_student_keeps_at_most_the_starting_encoders_layers(tmp_path: Path) -> None:
+    assistant = write_tiny_student(tmp_path / "assistant", TASK.heads, num_layers=3)
+    trainer = DistillTrainer(DistillConfig(assistant_dir=assistant))
+    assert trainer.starting_encoder() == assistant / "encoder"
+    assert trainer.kept_layers(trainer.starting_encoder()) == 3  # the default 4 is capped
+    shallow = DistillTrainer(DistillConfig(assistant_dir=assistant, num_layers=2))
+    assert shallow.kept_layers(shallow.starting_encoder()) == 2

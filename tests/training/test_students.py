@@ -93,6 +93,21 @@ def test_encoder_students_beat_chance(
     assert (tmp_path / kind / "encoder" / "tokenizer.json").is_file()
 
 
+def test_distilled_student_shrinks_its_finetuned_assistant(
+    tmp_path: Path, tiny_encoder: Path, agreements: Agreements
+) -> None:
+    tuning = {"encoder_dir": tiny_encoder, "head_learning_rate": 3e-3, **FAST}
+    agreements("finetune", FinetuneConfig(**tuning), tmp_path / "finetune")  # type: ignore[arg-type]
+    config = DistillConfig(assistant_dir=tmp_path / "finetune", num_layers=1, **tuning)  # type: ignore[arg-type]
+    agreement = agreements("distill", config, tmp_path / "distill")
+    assert agreement["topic"] >= CHANCE["topic"] + 0.2
+    assert agreement["urgent"] >= CHANCE["urgent"] + 0.25
+    encoder = json.loads((tmp_path / "distill" / "encoder" / "config.json").read_text())
+    assert encoder["num_hidden_layers"] == 1
+    run = json.loads((tmp_path / "distill" / "run.json").read_text())
+    assert run["extra"]["base_encoder"] == str(tmp_path / "finetune" / "encoder")
+
+
 def test_lora_with_frozen_bottom_layer_saves_a_plain_merged_encoder(
     tmp_path: Path, tiny_encoder: Path, task: Task, train_examples: list[Example]
 ) -> None:

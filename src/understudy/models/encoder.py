@@ -124,6 +124,16 @@ class EncoderBlock(nn.Module):
         return self.feedforward_norm(hidden + self.dropout(self.feedforward(hidden)))  # type: ignore[no-any-return]
 
 
+def encoder_config(path: Path) -> EncoderConfig:
+    """The configuration of the Hugging Face BERT directory ``path``; ``ModelError`` when it is
+    not one (no config.json or model.safetensors)."""
+    path = Path(path)
+    config_path, weights_path = path / CONFIG_FILE, path / WEIGHTS_FILE
+    if not config_path.is_file() or not weights_path.is_file():
+        raise ModelError(f"{path} is not an encoder directory ({CONFIG_FILE}, {WEIGHTS_FILE})")
+    return EncoderConfig.from_hf_dict(json.loads(config_path.read_text()))
+
+
 class BertEncoder(nn.Module):
     """BERT encoder: ``forward(input_ids, attention_mask, token_type_ids=None)`` -> [B, T, H].
 
@@ -157,10 +167,8 @@ class BertEncoder(nn.Module):
         encoder, e.g. for faster serving). Raises ``ModelError`` when files or weights are missing.
         """
         path = Path(path)
-        config_path, weights_path = path / CONFIG_FILE, path / WEIGHTS_FILE
-        if not config_path.is_file() or not weights_path.is_file():
-            raise ModelError(f"{path} is not an encoder directory ({CONFIG_FILE}, {WEIGHTS_FILE})")
-        config = EncoderConfig.from_hf_dict(json.loads(config_path.read_text()))
+        weights_path = path / WEIGHTS_FILE
+        config = encoder_config(path)
         if num_layers is not None:
             if not 1 <= num_layers <= config.num_hidden_layers:
                 raise ConfigurationError(

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from understudy.errors import InvalidRequest, ModelError, NotFound
-from understudy.serving.artifact import STUDENT_FILE
+from understudy.serving.artifact import STUDENT_FILE, StudentManifest
 from understudy.serving.checksums import verify_checksums, write_checksums
 from understudy.serving.loader import Backend, load_student
 from understudy.serving.student import Student
@@ -64,6 +64,20 @@ class ModelRegistry:
         """The newest published version of a task, or None."""
         versions = self.versions(task_key)
         return versions[-1] if versions else None
+
+    def newest_of_kind(self, task_key: str, task_version: int, kind: str) -> Path | None:
+        """The newest published, intact artifact of ``kind`` for a task version, or None
+        (versions whose manifest or checksums do not verify are passed over)."""
+        for version in reversed(self.versions(task_key)):
+            path = self.task_dir(task_key) / version
+            try:
+                manifest = StudentManifest.read(path)
+                if manifest.kind == kind and manifest.task_version == task_version:
+                    verify_checksums(path)
+                    return path
+            except ModelError:
+                continue
+        return None
 
     def path(self, task_key: str, version: str) -> Path:
         """Directory of a published version; ``NotFound`` if it does not exist."""

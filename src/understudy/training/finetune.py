@@ -3,7 +3,8 @@
 The loop reads top to bottom (nanoGPT style): build the model, choose which parameters train and at
 what rate, then epochs of AdamW steps with linear warmup/decay, evaluating on the holdout after
 each epoch and keeping the best weights (early stopping). Targets are probability distributions per
-head, so the distillation trainer only overrides ``targets``, ``example_weights`` and ``loss``.
+head, so the distillation trainer overrides only where training starts (``starting_encoder``,
+``kept_layers``) and what it learns (``targets``, ``example_weights``, ``loss``).
 """
 
 from __future__ import annotations
@@ -82,6 +83,15 @@ class FinetuneTrainer:
 
     # --- what the distillation trainer overrides -------------------------------------------
 
+    def starting_encoder(self) -> Path:
+        """The encoder directory training starts from (weights and tokenizer): the configured
+        one, else the settings' base encoder."""
+        return self.config.encoder_dir or resolve_encoder_dir(Settings())
+
+    def kept_layers(self, encoder_dir: Path) -> int | None:
+        """How many of the starting encoder's layers the student keeps (None: all)."""
+        return self.config.num_layers
+
     def targets(self, task: Task, examples: Sequence[Example]) -> dict[str, Tensor]:
         """Per head, the target distribution [N, C] of each example: one-hot of its label (rows
         of examples without that head's label are zero and masked out of the loss)."""
@@ -108,7 +118,7 @@ class FinetuneTrainer:
     def build_model(self, task: Task, encoder_dir: Path) -> StudentModel:
         """The pretrained encoder with fresh heads; the top ``reinit_top`` layers re-initialised."""
         config = self.config
-        encoder = BertEncoder.from_pretrained(encoder_dir, num_layers=config.num_layers)
+        encoder = BertEncoder.from_pretrained(encoder_dir, num_layers=self.kept_layers(encoder_dir))
         layers = len(encoder.blocks)
         if config.freeze_bottom + config.reinit_top > layers:
             raise ConfigurationError(
@@ -251,7 +261,7 @@ class FinetuneTrainer:
         """
         config = self.config
         check_examples(task, examples)
-        encoder_dir = config.encoder_dir or resolve_encoder_dir(Settings())
+        encoder_dir = self.starting_encoder()
         seed_everything(config.seed)
         generator = random.Random(config.seed)
         started = time.perf_counter()
