@@ -255,7 +255,7 @@ def train(
         float | None, typer.Option(help="Agreement target for the threshold (setting default).")
     ] = None,
     layers: Annotated[
-        int | None, typer.Option(help="Encoder layers the student keeps (finetune: all, distill: 4).")
+        int | None, typer.Option(help="Encoder layers kept (finetune: all, distill: 4).")
     ] = None,
     assistant: Annotated[
         Path | None,

@@ -130,6 +130,14 @@ class CallNotLogged(UnderstudyError):
     code = "call_log_unavailable"
 
 
+class KeysUnavailable(UnderstudyError):
+    """The API keys could not be read (the database fails) and none were read before, so the
+    gateway cannot tell who may call: it refuses rather than opening up."""
+
+    status_code = 503
+    code = "keys_unavailable"
+
+
 class ModelError(UnderstudyError):
     """A student artifact is missing, corrupt or incompatible with its task."""
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import openai
 import pytest
+import sqlalchemy as sa
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -19,7 +20,7 @@ from starlette.routing import Route
 from typer.testing import CliRunner
 
 from understudy.cli import app as cli_app
-from understudy.gateway import create_app
+from understudy.gateway import auth, create_app
 from understudy.gateway.upstream import mask_secrets
 from understudy.settings import Settings
 from understudy.store import Store, open_store
@@ -141,6 +142,32 @@ def test_revoked_keys_stop_working_and_auth_stays_on(
     revoke_key(store, "ops")
     # Revoking every key must not open the gateway.
     assert http.get("/v1/models").status_code == 401
+
+
+def test_a_failing_database_keeps_the_keys_read_before_and_never_opens_the_gateway(
+    settings: Settings,
+    store: Store,
+    keys: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = _bearer(keys["client"])
+    with TestClient(create_app(settings, store)) as http:
+        assert http.get("/v1/models", headers=client).status_code == 200
+
+        def database_fails(store: Store) -> None:
+            raise sa.exc.OperationalError("SELECT", {}, Exception("disk I/O error"))
+
+        monkeypatch.setattr(auth, "key_snapshot", database_fails)
+        assert http.get("/v1/models", headers=client).status_code == 200
+        assert http.get("/v1/models", headers=_bearer("us-wrong")).status_code == 401
+        assert "using the last ones read" in caplog.text
+    with TestClient(create_app(settings, store)) as http:  # started while the database fails
+        refused = http.get("/v1/models", headers=client)
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "keys_unavailable"
+        assert http.get("/v1/models").status_code == 503
+        assert http.get("/healthz").status_code == 200  # health never needs the keys
 
 
 def test_keys_are_stored_as_digests_only(store: Store, keys: dict[str, str]) -> None:

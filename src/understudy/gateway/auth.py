@@ -13,7 +13,10 @@ in ``Authorization`` is removed from the request before any handler sees it, so 
 forwarded upstream, logged or stored.
 
 The key list is cached for ``auth_cache_ttl_s`` seconds so the hot path does not read the
-database per call; keys are compared by SHA-256 digest in constant time.
+database per call; keys are compared by SHA-256 digest in constant time. When the database cannot
+be read, the last list read keeps serving (a warning is logged, the read is retried every
+``KEY_RETRY_S`` at most); with no list read yet, calls get a 503 ``keys_unavailable``: the
+gateway never opens up because its database failed.
 """
 
 from __future__ import annotations
@@ -23,13 +26,15 @@ import base64
 import binascii
 import hmac
 import json
+import logging
 import time
 from enum import Enum
 
 import anyio
+import sqlalchemy as sa
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from understudy.errors import Forbidden, Unauthorized, UnderstudyError
+from understudy.errors import Forbidden, KeysUnavailable, Unauthorized, UnderstudyError
 from understudy.settings import Settings
 from understudy.store import Store
 from understudy.store.keys import (
@@ -41,11 +46,15 @@ from understudy.store.keys import (
     key_snapshot,
 )
 
+logger = logging.getLogger(__name__)
+
 KEY_HEADER = "x-understudy-key"
 # Paths anyone may call: liveness probes must work without credentials.
 OPEN_PREFIXES = ("/health",)
 DASHBOARD_PREFIX = "/ui"
 REALM = 'realm="understudy"'
+KEY_RETRY_S = 1.0
+"""Least seconds between re-reads of the keys while the database fails."""
 
 
 class Access(Enum):
@@ -100,23 +109,41 @@ def match_key(snapshot: KeySnapshot, key: str) -> KeyDigest | None:
 
 
 class KeyCache:
-    """The store's key snapshot, re-read at most every ``ttl_s`` seconds."""
+    """The store's key snapshot, re-read at most every ``ttl_s`` seconds (see the module
+    docstring for what happens when the database fails)."""
 
     def __init__(self, store: Store, ttl_s: float) -> None:
         self.store = store
         self.ttl_s = ttl_s
         self._snapshot: KeySnapshot | None = None
-        self._read_at = 0.0
+        self._fresh_until = 0.0
         self._lock = asyncio.Lock()
 
     async def snapshot(self) -> KeySnapshot:
-        """The current snapshot; one request re-reads it when stale while the others wait."""
-        if self._snapshot is not None and time.monotonic() - self._read_at < self.ttl_s:
+        """The current snapshot; one request re-reads it when stale while the others wait.
+
+        Raises ``KeysUnavailable`` when the keys were never read and cannot be now.
+        """
+        if self._snapshot is not None and time.monotonic() < self._fresh_until:
             return self._snapshot
         async with self._lock:
-            if self._snapshot is None or time.monotonic() - self._read_at >= self.ttl_s:
-                self._snapshot = await anyio.to_thread.run_sync(key_snapshot, self.store)
-                self._read_at = time.monotonic()
+            if self._snapshot is None or time.monotonic() >= self._fresh_until:
+                return await self._read()
+            return self._snapshot
+
+    async def _read(self) -> KeySnapshot:
+        try:
+            self._snapshot = await anyio.to_thread.run_sync(key_snapshot, self.store)
+            self._fresh_until = time.monotonic() + self.ttl_s
+            return self._snapshot
+        except sa.exc.SQLAlchemyError as error:
+            if self._snapshot is None:
+                logger.error("could not read the API keys, refusing calls: %s", error)
+                raise KeysUnavailable(
+                    "the gateway cannot read its API keys (its database fails); retry later"
+                ) from error
+            logger.warning("could not re-read the API keys, using the last ones read: %s", error)
+            self._fresh_until = time.monotonic() + max(self.ttl_s, KEY_RETRY_S)
             return self._snapshot
 
     def invalidate(self) -> None:
@@ -137,11 +164,18 @@ class AuthMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        state = scope.setdefault("state", {})
         access = required_access(scope["path"], self.settings)
-        snapshot = await self.keys.snapshot()
-        if access is Access.OPEN or not snapshot.enabled:
-            state["auth"] = AuthContext(enabled=snapshot.enabled)
+        if access is Access.OPEN:  # health answers without reading the keys
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        try:
+            snapshot = await self.keys.snapshot()
+        except KeysUnavailable as error:
+            await _reject(send, error)
+            return
+        if not snapshot.enabled:
+            state["auth"] = AuthContext(enabled=False)
             await self.app(scope, receive, send)
             return
         key, in_authorization = presented_key(dict(scope["headers"]))
