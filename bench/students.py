@@ -58,6 +58,7 @@ from understudy.training import (
     StudentConfig,
     train_student,
 )
+from understudy.training.distill import assistant_soft_labels
 
 RESULTS = Path(__file__).parent / "results" / "students.json"
 STUDENTS = ("ngram", "probe", "finetune", "distill")
@@ -154,8 +155,12 @@ def run_student(
     config = student_config(kind, args)
     if isinstance(config, DistillConfig):
         # As in the worker: the fine-tuned MiniLM-L6 of this budget is the teacher assistant the
-        # shallower student starts from and learns (no LLM soft labels ship offline).
-        config = replace(config, assistant_dir=workdir / "finetune")
+        # shallower student learns (no LLM soft labels ship offline) and, by default, starts from.
+        assistant = workdir / "finetune"
+        if args.distill_start == "finetune":
+            config = replace(config, assistant_dir=assistant)
+        else:  # the base encoder's first layers, learning the same soft labels
+            train = assistant_soft_labels(assistant, task, train)
     started = time.perf_counter()
     result = train_student(kind, task, train, out, config)
     train_s = time.perf_counter() - started
@@ -315,6 +320,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument(
         "--distill-layers", type=int, default=4, help="encoder layers of the distilled student"
+    )
+    parser.add_argument(
+        "--distill-start",
+        choices=["finetune", "base"],
+        default="finetune",
+        help="layers the distilled student starts from: the fine-tuned student's (as the worker "
+        "does) or the base encoder's",
     )
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument(
