@@ -5,8 +5,9 @@ artifact with one 2-label head is written, exported with ``export_onnx`` (fp32 +
 loaded with ``load_student`` for each backend and thread count. Timed is the whole serving call,
 ``Student.predict(texts)``: tokenization, the network, calibration, building ``Prediction``s.
 Latency is per call at batch 1 with inputs of exactly 32 and 128 tokens (p50/p99 in ms);
-throughput is texts/s at batch 32 x 32 tokens. Warm-up calls are excluded. The question answered:
-which configuration reaches p50 <= 4 ms at batch 1 x 32 tokens on 2 threads.
+throughput is texts/s at batch 32 x 32 tokens. All configurations are timed in interleaved rounds,
+so that a shared machine's drifting speed weighs on them alike; warm-up calls are excluded. The
+question answered: which configuration reaches p50 <= 4 ms at batch 1 x 32 tokens on 2 threads.
 
     .venv/bin/python bench/serving.py                  # full table -> bench/results/serving.json
     .venv/bin/python bench/serving.py --layers 6 2 --runs 50
@@ -43,6 +44,8 @@ from understudy.tasks import Head
 
 RESULTS = Path(__file__).parent / "results" / "serving.json"
 BACKENDS: tuple[Backend, ...] = ("torch", "onnx-fp32", "onnx")
+Config = tuple[int, Backend, int]
+"""(encoder layers, backend, threads) of one timed configuration."""
 BACKEND_LABEL = {"torch": "torch fp32", "onnx-fp32": "ONNX fp32", "onnx": "ONNX int8"}
 TARGET_P50_MS = 4.0
 HEAD = Head("label", ("no", "yes"))
@@ -115,19 +118,36 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def measure(artifact: Path, backend: Backend, threads: int, runs: int) -> dict[str, Any]:
-    """Latency at batch 1 (32 and 128 tokens) and throughput at batch 32 x 32 tokens."""
-    torch.set_num_threads(threads)
-    student = load_student(artifact, backend, threads=threads)
+def measure_interleaved(
+    configs: dict[Config, Student], runs: int, rounds: int
+) -> dict[Config, dict[str, Any]]:
+    """Latency at batch 1 (32 and 128 tokens) and throughput at batch 32 x 32 tokens of every
+    configuration, measured in ``rounds`` rounds that each time every configuration in turn, so
+    that the machine's drifting speed (a shared VM's can change by half within minutes) weighs
+    on all of them alike."""
     short, long = text_of_tokens(32), text_of_tokens(128)
-    row: dict[str, Any] = {}
-    for name, text, n in (("b1_t32", short, runs), ("b1_t128", long, max(runs // 2, 10))):
-        times = time_calls(student, [text], n, warmup=10)
-        row[f"{name}_p50_ms"] = statistics.median(times)
-        row[f"{name}_p99_ms"] = percentile(times, 99)
-    batch_times = time_calls(student, [short] * 32, max(runs // 10, 5), warmup=2)
-    row["b32_t32_texts_per_s"] = 32 / (statistics.median(batch_times) / 1000.0)
-    return row
+    inputs = {"b1_t32": [short], "b1_t128": [long], "b32_t32": [short] * 32}
+    calls = {"b1_t32": runs, "b1_t128": max(runs // 2, 10), "b32_t32": max(runs // 10, 5)}
+    times: dict[Config, dict[str, list[float]]] = {c: {n: [] for n in inputs} for c in configs}
+    for config, student in configs.items():
+        torch.set_num_threads(config[2])
+        for texts in inputs.values():
+            time_calls(student, texts, 0, warmup=5)
+    for _ in range(rounds):
+        for config, student in configs.items():
+            torch.set_num_threads(config[2])
+            for name, texts in inputs.items():
+                block = max(calls[name] // rounds, 1)
+                times[config][name] += time_calls(student, texts, block, warmup=1)
+    rows = {}
+    for config, measured in times.items():
+        row: dict[str, Any] = {}
+        for name in ("b1_t32", "b1_t128"):
+            row[f"{name}_p50_ms"] = statistics.median(measured[name])
+            row[f"{name}_p99_ms"] = percentile(measured[name], 99)
+        row["b32_t32_texts_per_s"] = 32 / (statistics.median(measured["b32_t32"]) / 1000.0)
+        rows[config] = row
+    return rows
 
 
 def main() -> None:
@@ -135,25 +155,32 @@ def main() -> None:
     parser.add_argument("--layers", type=int, nargs="+", default=[6, 4, 3, 2])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--runs", type=int, default=200, help="timed calls at batch 1 x 32")
+    parser.add_argument(
+        "--rounds", type=int, default=10, help="rounds the calls are split into (interleaved)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
     console = Console()
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
+        sizes, configs = {}, {}
         for layers in args.layers:
             artifact = write_student(Path(tmp), layers)
-            sizes = {
+            sizes[layers] = {
                 "onnx_fp32_mb": (artifact / "model.onnx").stat().st_size / 1e6,
                 "onnx_int8_mb": (artifact / "model.int8.onnx").stat().st_size / 1e6,
             }
             for backend in BACKENDS:
                 for threads in args.threads:
-                    row = {"model": f"MiniLM-L{layers}", "layers": layers, "backend": backend}
-                    row |= {"threads": threads, **measure(artifact, backend, threads, args.runs)}
-                    row |= sizes
-                    results.append(row)
-                    console.log(row)
+                    student = load_student(artifact, backend, threads=threads)
+                    configs[(layers, backend, threads)] = student
+        console.log(f"timing {len(configs)} configurations in {args.rounds} interleaved rounds")
+        for (layers, backend, threads), row in measure_interleaved(
+            configs, args.runs, args.rounds
+        ).items():
+            model = {"model": f"MiniLM-L{layers}", "layers": layers, "backend": backend}
+            results.append(model | {"threads": threads} | row | sizes[layers])
 
     table = Table(title="Student.predict latency (ms) and throughput, CPU")
     for column in (
