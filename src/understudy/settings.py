@@ -191,7 +191,7 @@ class Settings(BaseSettings):
         ge=1,
         description="Encoder layers the distilled student keeps (at most the base encoder's). It "
         "starts from the newest fine-tuned student's first layers and learns its probabilities; "
-        "4 of MiniLM-L6's 6 layers serve in about half the time (bench/README.md).",
+        "4 of MiniLM-L6's 6 layers serve in 0.55-0.7 of the time (bench/README.md).",
     )
     worker_poll_s: float = Field(2.0, description="Seconds between the worker's passes.")
     worker_threads: int = Field(

@@ -110,7 +110,7 @@ class DistillConfig(FinetuneConfig):
     assistant's fine-tuned layers instead of the base encoder's ("shrink and fine-tune", Shleifer
     & Rush, 2020), and examples without the teacher's soft labels learn the assistant's
     calibrated probabilities. Measured here (``bench/students.py``, bench/README.md): 4 of
-    fine-tuned MiniLM-L6's layers stayed within 0.4 accuracy points of it at 0.55-0.65 of its
+    fine-tuned MiniLM-L6's layers stayed within 0.4 accuracy points of it at 0.55-0.7 of its
     serving time, where the base encoder's first 3 layers lost 1.9-3.5 points.
     ``temperature``: soft targets are the teacher distribution sharpened/softened as
     ``p**(1/T)`` (renormalised) and matched by ``softmax(logits / T)``, loss scaled by ``T**2``
