@@ -45,7 +45,24 @@ SEARCH_MAX_ROWS = 2000
 # When a label is too rare to cross-validate (fewer than 2 examples): scikit-learn's default.
 FALLBACK_C = 1.0
 
+# A feature whose standard deviation is below this fraction of the largest one's is treated as
+# constant by ``fit_linear_head``.
+CONSTANT_FEATURE_STD = 1e-6
+
 LinearHead = tuple[NDArray[np.float64], NDArray[np.float64]]
+
+
+def standardiser(features: NDArray[Any]) -> StandardScaler:
+    """A StandardScaler fitted on ``features`` that leaves (nearly) constant features unscaled.
+
+    Scaled, such a feature would get a weight of 1/std once standardisation is folded into the
+    head: MiniLM's mean-pooled embeddings have a dimension at ~1e-33 whose weight became ~1e29,
+    and fine-tuning from that head produced infinite gradients.
+    """
+    scaler = StandardScaler().fit(features)
+    constant = scaler.scale_ < CONSTANT_FEATURE_STD * scaler.scale_.max()
+    scaler.scale_ = np.where(constant, 1.0, scaler.scale_)
+    return scaler
 
 
 def fit_linear_head(
@@ -59,7 +76,7 @@ def fit_linear_head(
     """Logistic regression (inverse regularisation ``c``) on standardised features, returned as
     (weight [n_labels, hidden], bias [n_labels]) acting on the raw features, columns in
     ``head.labels`` order."""
-    scaler = StandardScaler().fit(features)
+    scaler = standardiser(features)
     model = LogisticRegression(C=c, max_iter=1000, random_state=seed)
     model.fit(scaler.transform(features), labels, sample_weight=weights)
     coef, intercept = model.coef_, model.intercept_
@@ -90,7 +107,7 @@ def choose_c(features: NDArray[Any], labels: list[str], weights: NDArray[Any], s
     folds = min(MAX_FOLDS, *Counter(labels).values())
     if folds < 2:
         return FALLBACK_C
-    scaled = StandardScaler().fit_transform(features)
+    scaled = standardiser(features).transform(features)
     targets = np.asarray(labels)
     losses = dict.fromkeys(C_GRID, 0.0)
     splits = StratifiedKFold(folds, shuffle=True, random_state=seed).split(scaled, targets)
@@ -113,7 +130,7 @@ def _head_rows(head: Head, examples: list[Example]) -> list[int]:
     return [i for i, e in enumerate(examples) if head.name in e.labels]
 
 
-def _head_data(
+def head_data(
     head: Head, examples: list[Example], features: NDArray[Any]
 ) -> tuple[NDArray[Any], list[str], NDArray[Any]]:
     """Features, labels and weights of the examples that label ``head``."""
@@ -137,7 +154,7 @@ class ProbeTrainer:
         if self.config.c is not None:
             return dict.fromkeys((head.name for head in task.heads), self.config.c)
         return {
-            head.name: choose_c(*_head_data(head, examples, features), self.config.seed)
+            head.name: choose_c(*head_data(head, examples, features), self.config.seed)
             for head in task.heads
         }
 
@@ -151,7 +168,7 @@ class ProbeTrainer:
         return {
             head.name: fit_linear_head(
                 head,
-                *_head_data(head, examples, features),
+                *head_data(head, examples, features),
                 strengths[head.name],
                 self.config.seed,
             )
