@@ -132,6 +132,8 @@ def student_config(kind: str, args: argparse.Namespace) -> StudentConfig:
         "epochs": args.epochs,
         "learning_rate": args.learning_rate,
         "batch_size": 16,
+        "head_init": args.head_init,
+        "contrastive_weight": args.contrastive_weight,
     }
     if kind == "ngram":
         return NgramConfig(seed=args.seed)
@@ -318,6 +320,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument(
+        "--head-init",
+        choices=["probe", "random"],
+        default=FinetuneConfig.head_init,
+        help="fine-tuned and distilled students' heads start as the probe's fit or at random",
+    )
+    parser.add_argument(
+        "--contrastive-weight",
+        type=float,
+        default=FinetuneConfig.contrastive_weight,
+        help="share of the supervised contrastive loss in fine-tuning and distillation",
+    )
     parser.add_argument(
         "--distill-layers", type=int, default=4, help="encoder layers of the distilled student"
     )

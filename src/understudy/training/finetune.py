@@ -35,7 +35,9 @@ from understudy.training.artifact import TrainResult, write_run_record
 from understudy.training.calibration import HeadCalibration, calibrate
 from understudy.training.config import FinetuneConfig
 from understudy.training.data import check_examples, data_hash, label_counts, split_holdout
+from understudy.training.embeddings import embed_texts
 from understudy.training.lora import add_lora, merge_lora
+from understudy.training.probe import choose_c, fit_linear_head, head_data
 from understudy.training.progress import progress_bar
 
 # Tokenizer files copied next to the saved encoder so that the artifact is self-contained.
@@ -71,6 +73,24 @@ def linear_schedule(warmup_steps: int, total_steps: int) -> Callable[[int], floa
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
     return factor
+
+
+def supervised_contrastive_loss(embedding: Tensor, labels: Tensor, temperature: float) -> Tensor:
+    """Supervised contrastive loss (Khosla et al., 2020) of embeddings [B, H] with labels [B]:
+    for each example that has another of its label in the batch, minus the mean log-probability,
+    under a softmax over cosine similarities / ``temperature`` to the other examples, of those
+    same-label ones. Zero when no example has a partner."""
+    unit = nn.functional.normalize(embedding, dim=-1)
+    itself = torch.eye(len(labels), dtype=torch.bool)
+    similarity = (unit @ unit.T / temperature).masked_fill(itself, float("-inf"))
+    log_prob = similarity - torch.logsumexp(similarity, dim=1, keepdim=True)
+    positive = (labels[:, None] == labels[None, :]) & ~itself
+    partners = positive.sum(dim=1)
+    anchored = partners > 0
+    if not anchored.any():
+        return torch.zeros(())
+    summed = log_prob.masked_fill(~positive, 0.0).sum(dim=1)
+    return -(summed[anchored] / partners[anchored]).mean()
 
 
 class FinetuneTrainer:
@@ -128,6 +148,27 @@ class FinetuneTrainer:
         for block in list(encoder.blocks)[layers - config.reinit_top :]:
             block.apply(init_weights)
         return StudentModel(encoder, task.heads, config.pooling)
+
+    def fit_probe_heads(
+        self, model: StudentModel, task: Task, train: list[Example], tokenizer: Tokenizer
+    ) -> None:
+        """Set each head to the logistic regression that the probe student would fit on the
+        model's frozen embeddings of ``train`` (the LP of LP-FT)."""
+        features = embed_texts(
+            model.encoder,
+            tokenizer,
+            [e.text for e in train],
+            pooling=model.pooling,
+            batch_size=2 * self.config.batch_size,
+        )
+        state: dict[str, Tensor] = {}
+        for head in task.heads:
+            data = head_data(head, train, features)
+            c = choose_c(*data, self.config.seed)
+            weight, bias = fit_linear_head(head, *data, c, self.config.seed)
+            state[f"{head.name}.weight"] = torch.from_numpy(weight).float()
+            state[f"{head.name}.bias"] = torch.from_numpy(bias).float()
+        model.load_head_state(state)
 
     def parameter_groups(self, model: StudentModel) -> list[dict[str, object]]:
         """AdamW groups: heads at ``head_learning_rate``; encoder layer i of L at
@@ -199,15 +240,27 @@ class FinetuneTrainer:
         return batches
 
     def batch_loss(self, model: StudentModel, batch: Batch) -> Tensor:
-        """Sum over heads of each head's loss on the examples that carry its label."""
-        logits = model(batch.input_ids, batch.attention_mask)
+        """Sum over heads of each head's loss on the examples that carry its label (mixed with
+        the supervised contrastive loss when ``contrastive_weight`` > 0)."""
+        embedding = model.embed(batch.input_ids, batch.attention_mask)
+        logits = model.classify(embedding)
+        share = self.config.contrastive_weight
         total = torch.zeros(())
         for name, head_logits in logits.items():
             mask = batch.masks[name]
-            if mask.any():
-                total = total + self.loss(
-                    head_logits[mask], batch.targets[name][mask], batch.weights[mask], name
+            if not mask.any():
+                continue
+            targets = batch.targets[name][mask]
+            loss = self.loss(head_logits[mask], targets, batch.weights[mask], name)
+            if share > 0:
+                # The likeliest label of each target (the distillation trainer's targets carry
+                # an extra flag column after the labels' ones).
+                labels = targets[:, : head_logits.shape[-1]].argmax(dim=-1)
+                contrastive = supervised_contrastive_loss(
+                    embedding[mask], labels, self.config.contrastive_temperature
                 )
+                loss = (1 - share) * loss + share * contrastive
+            total = total + loss
         return total
 
     @torch.inference_mode()
@@ -269,6 +322,8 @@ class FinetuneTrainer:
         train, holdout = split_holdout(examples, task, config.holdout_fraction, config.seed)
         tokenizer = load_tokenizer(encoder_dir, config.max_length)
         model = self.build_model(task, encoder_dir)
+        if config.head_init == "probe":
+            self.fit_probe_heads(model, task, train, tokenizer)
         groups = self.parameter_groups(model)
         optimizer = torch.optim.AdamW(groups)
         steps_per_epoch = math.ceil(len(train) / config.batch_size)
@@ -282,7 +337,8 @@ class FinetuneTrainer:
         hard = self._hard_targets(task, holdout)
         trainable = [p for group in groups for p in group["params"]]  # type: ignore[attr-defined]
 
-        best_score = self._score(self.holdout_logits(model, task, holdout_batches), hard)
+        start_score = self._score(self.holdout_logits(model, task, holdout_batches), hard)
+        best_score = start_score
         best_state = copy.deepcopy(model.state_dict())
         best_epoch, stale, history = 0, 0, []
         with progress_bar(f"fine-tuning ({self.kind})", total_steps, config.progress) as advance:
@@ -345,6 +401,7 @@ class FinetuneTrainer:
             extra={
                 "epochs": epochs,
                 "best_epoch": best_epoch,
+                "start": {"holdout_accuracy": start_score[0], "holdout_nll": -start_score[1]},
                 "history": history,
                 "base_encoder": str(encoder_dir),
             },
