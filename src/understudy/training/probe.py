@@ -46,7 +46,7 @@ SEARCH_MAX_ROWS = 2000
 FALLBACK_C = 1.0
 
 # A feature whose standard deviation is below this fraction of the largest one's is treated as
-# constant by ``fit_linear_head``.
+# constant by ``standardiser`` (left unscaled).
 CONSTANT_FEATURE_STD = 1e-6
 
 LinearHead = tuple[NDArray[np.float64], NDArray[np.float64]]
