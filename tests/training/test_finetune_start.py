@@ -76,7 +76,12 @@ def test_fine_tuning_from_probe_heads_ends_no_worse_on_the_holdout_than_it_start
     tmp_path: Path, tiny_encoder: Path, task: Task, train_examples: list[Example]
 ) -> None:
     config = FinetuneConfig(
-        encoder_dir=tiny_encoder, max_length=32, epochs=3, min_steps=0, progress=False
+        encoder_dir=tiny_encoder,
+        max_length=32,
+        epochs=3,
+        min_steps=0,
+        head_init="probe",
+        progress=False,
     )
     result = train_student("finetune", task, train_examples, tmp_path / "lpft", config)
     start = result.extra["start"]["holdout_accuracy"]

@@ -26,15 +26,12 @@ from understudy.training import (
 # Chance: 1/3 for topic (balanced), 0.6 for urgent (always "false").
 CHANCE = {"topic": 1 / 3, "urgent": 0.6}
 # Fine-tuning a random 2-layer encoder from scratch needs a higher rate than a pretrained one.
-# Random heads: with probe-fitted ones (the default) the start often stays the best holdout score
-# on this encoder, and these tests are about what training changes.
 FAST = {
     "progress": False,
     "epochs": 5,
     "min_steps": 0,
     "max_length": 32,
     "learning_rate": 3e-3,
-    "head_init": "random",
 }
 
 
