@@ -83,9 +83,9 @@ class FinetuneConfig:
     ``contrastive_temperature`` (Gunel et al., 2021): the loss becomes ``(1 - w) * CE + w * SCL``,
     pulling same-label texts together as SetFit's pair training does, at no extra forward pass.
     One-seed runs on 1,000 test texts (bench/README.md): the contrastive loss added 2.2 and 2.5
-    points on rt-sentiment at 64 and 256 labels and tied on trec6 at 64; probe heads added 0.3-1.1
-    more on rt-sentiment but cost 25 points on trec6 at 64 labels (its probe is poor there, and early
-    stopping settles near it), so they are opt-in.
+    points on rt-sentiment at 64 and 256 labels and tied on trec6 at 64; probe heads added
+    0.3-1.1 more on rt-sentiment but cost 25 points on trec6 at 64 labels (its probe is poor
+    there, and early stopping settles near it), so they are opt-in.
     """
 
     seed: int = 0
