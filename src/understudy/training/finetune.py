@@ -37,7 +37,7 @@ from understudy.training.config import FinetuneConfig
 from understudy.training.data import check_examples, data_hash, label_counts, split_holdout
 from understudy.training.embeddings import embed_texts
 from understudy.training.lora import add_lora, merge_lora
-from understudy.training.probe import choose_c, fit_linear_head, head_data
+from understudy.training.probe import chosen_strengths, fit_heads
 from understudy.training.progress import progress_bar
 
 # Tokenizer files copied next to the saved encoder so that the artifact is self-contained.
@@ -161,13 +161,14 @@ class FinetuneTrainer:
             pooling=model.pooling,
             batch_size=2 * self.config.batch_size,
         )
+        seed = self.config.seed
+        heads = fit_heads(
+            task, train, features, chosen_strengths(task, train, features, seed), seed
+        )
         state: dict[str, Tensor] = {}
-        for head in task.heads:
-            data = head_data(head, train, features)
-            c = choose_c(*data, self.config.seed)
-            weight, bias = fit_linear_head(head, *data, c, self.config.seed)
-            state[f"{head.name}.weight"] = torch.from_numpy(weight).float()
-            state[f"{head.name}.bias"] = torch.from_numpy(bias).float()
+        for name, (weight, bias) in heads.items():
+            state[f"{name}.weight"] = torch.from_numpy(weight).float()
+            state[f"{name}.bias"] = torch.from_numpy(bias).float()
         model.load_head_state(state)
 
     def parameter_groups(self, model: StudentModel) -> list[dict[str, object]]:

@@ -130,13 +130,36 @@ def _head_rows(head: Head, examples: list[Example]) -> list[int]:
     return [i for i, e in enumerate(examples) if head.name in e.labels]
 
 
-def head_data(
+def _head_data(
     head: Head, examples: list[Example], features: NDArray[Any]
 ) -> tuple[NDArray[Any], list[str], NDArray[Any]]:
     """Features, labels and weights of the examples that label ``head``."""
     rows = _head_rows(head, examples)
     labels = [examples[i].labels[head.name] for i in rows]
     return features[rows], labels, np.array([examples[i].weight for i in rows])
+
+
+def chosen_strengths(
+    task: Task, examples: list[Example], features: NDArray[Any], seed: int
+) -> dict[str, float]:
+    """Head name -> the regression's C chosen by ``choose_c`` on the examples that label it."""
+    return {head.name: choose_c(*_head_data(head, examples, features), seed) for head in task.heads}
+
+
+def fit_heads(
+    task: Task,
+    examples: list[Example],
+    features: NDArray[Any],
+    strengths: dict[str, float],
+    seed: int,
+) -> dict[str, LinearHead]:
+    """Head name -> ``fit_linear_head`` on the examples that label it, at its C."""
+    return {
+        head.name: fit_linear_head(
+            head, *_head_data(head, examples, features), strengths[head.name], seed
+        )
+        for head in task.heads
+    }
 
 
 class ProbeTrainer:
@@ -153,10 +176,7 @@ class ProbeTrainer:
         """Head name -> the regression's C: ``config.c``, or one chosen by cross-validation."""
         if self.config.c is not None:
             return dict.fromkeys((head.name for head in task.heads), self.config.c)
-        return {
-            head.name: choose_c(*head_data(head, examples, features), self.config.seed)
-            for head in task.heads
-        }
+        return chosen_strengths(task, examples, features, self.config.seed)
 
     def _fit_heads(
         self,
@@ -165,15 +185,7 @@ class ProbeTrainer:
         features: NDArray[Any],
         strengths: dict[str, float],
     ) -> dict[str, LinearHead]:
-        return {
-            head.name: fit_linear_head(
-                head,
-                *head_data(head, examples, features),
-                strengths[head.name],
-                self.config.seed,
-            )
-            for head in task.heads
-        }
+        return fit_heads(task, examples, features, strengths, self.config.seed)
 
     def train(self, task: Task, examples: list[Example], out_dir: Path) -> TrainResult:
         """Embed every text (cached), fit and calibrate the heads, write the artifact.
