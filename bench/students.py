@@ -134,6 +134,7 @@ def student_config(kind: str, args: argparse.Namespace) -> StudentConfig:
         "batch_size": 16,
         "head_init": args.head_init,
         "contrastive_weight": args.contrastive_weight,
+        "refit_below": args.refit_below,
     }
     if kind == "ngram":
         return NgramConfig(seed=args.seed)
@@ -331,6 +332,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=float,
         default=FinetuneConfig.contrastive_weight,
         help="share of the supervised contrastive loss in fine-tuning and distillation",
+    )
+    parser.add_argument(
+        "--refit-below",
+        type=int,
+        default=FinetuneConfig.refit_below,
+        help="fine-tuned and distilled students with fewer labels retrain on all of them, "
+        "holdout included, for the epochs early stopping chose (0: never)",
     )
     parser.add_argument(
         "--distill-layers", type=int, default=4, help="encoder layers of the distilled student"

@@ -4,6 +4,7 @@ supervised contrastive loss."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -112,3 +113,24 @@ def test_distillation_contrasts_soft_labelled_examples_by_their_likeliest_label(
     topic = supervised_contrastive_loss(embedding, torch.tensor([0, 1, 0]), 0.3)
     urgent = supervised_contrastive_loss(embedding, torch.tensor([0, 0, 0]), 0.3)
     assert torch.allclose(trainer.batch_loss(model, batch), topic + urgent)
+
+
+def test_refitting_on_every_example_keeps_the_holdout_temperature(
+    tmp_path: Path, tiny_encoder: Path, task: Task, train_examples: list[Example]
+) -> None:
+    config = FinetuneConfig(encoder_dir=tiny_encoder, max_length=32, epochs=3, progress=False)
+    split = train_student("finetune", task, train_examples, tmp_path / "split", config)
+    refit_config = replace(config, refit_below=len(train_examples) + 1)
+    refit = train_student("finetune", task, train_examples, tmp_path / "refit", refit_config)
+
+    assert split.extra["refitted_on_all"] is False and refit.extra["refitted_on_all"] is True
+    assert split.n_train + split.n_holdout == refit.n_train == len(train_examples)
+    # The first run is the same; its holdout fitted the temperature the refitted model keeps.
+    assert refit.calibration == split.calibration and refit.extra["best_epoch"] > 0
+    split_student = load_student(tmp_path / "split", "torch")
+    refit_student = load_student(tmp_path / "refit", "torch")
+    texts = [e.text for e in train_examples[:20]]
+    assert [p.probs for p in split_student.predict(texts)] != [
+        p.probs for p in refit_student.predict(texts)
+    ]
+    assert all(p.labels for p in refit_student.predict(texts))

@@ -85,7 +85,11 @@ class FinetuneConfig:
     One-seed runs on 1,000 test texts (bench/README.md): the contrastive loss added 2.2 and 2.5
     points on rt-sentiment at 64 and 256 labels and tied on trec6 at 64; probe heads added
     0.3-1.1 more on rt-sentiment but cost 25 points on trec6 at 64 labels (its probe is poor
-    there, and early stopping settles near it), so they are opt-in.
+    there, and early stopping settles near it), so they are opt-in. ``refit_below``: with fewer
+    examples than this, once early stopping has chosen the epoch count and the holdout has
+    fitted the temperature, a fresh model trains on every example, holdout included, for that
+    many epochs (the temperature is kept); at 64 labels the holdout is a sixth of the data, but
+    the refit doubles the training time. 0 turns it off.
     """
 
     seed: int = 0
@@ -112,6 +116,7 @@ class FinetuneConfig:
     head_init: HeadInit = "random"
     contrastive_weight: float = 0.5
     contrastive_temperature: float = 0.3
+    refit_below: int = 0
     progress: bool = True
 
 

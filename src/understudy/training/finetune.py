@@ -171,6 +171,80 @@ class FinetuneTrainer:
             state[f"{name}.bias"] = torch.from_numpy(bias).float()
         model.load_head_state(state)
 
+    def fresh_model(
+        self, task: Task, encoder_dir: Path, train: list[Example], tokenizer: Tokenizer
+    ) -> StudentModel:
+        """The model training starts from, seeded: random heads, or probe-fitted on ``train``."""
+        seed_everything(self.config.seed)
+        model = self.build_model(task, encoder_dir)
+        if self.config.head_init == "probe":
+            self.fit_probe_heads(model, task, train, tokenizer)
+        return model
+
+    def optimiser(
+        self, model: StudentModel, n_train: int
+    ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR, int, int]:
+        """AdamW over ``parameter_groups`` with linear warmup then decay over the whole run,
+        and the run's shape: (optimizer, scheduler, steps per epoch, epochs). With few
+        examples the epoch count is raised until the run takes ``min_steps`` steps."""
+        config = self.config
+        optimizer = torch.optim.AdamW(self.parameter_groups(model))
+        steps_per_epoch = math.ceil(n_train / config.batch_size)
+        epochs = max(config.epochs, math.ceil(config.min_steps / steps_per_epoch))
+        total_steps = steps_per_epoch * epochs
+        warmup = max(1, round(config.warmup_fraction * total_steps))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, linear_schedule(warmup, total_steps)
+        )
+        return optimizer, scheduler, steps_per_epoch, epochs
+
+    def train_epoch(
+        self,
+        model: StudentModel,
+        batches: list[Batch],
+        optimizer: torch.optim.AdamW,
+        scheduler: torch.optim.lr_scheduler.LambdaLR,
+        advance: Callable[[int], None],
+    ) -> float:
+        """One AdamW step per batch (train mode, gradients clipped); the mean training loss."""
+        model.train()
+        trainable = [p for group in optimizer.param_groups for p in group["params"]]
+        total = 0.0
+        for batch in batches:
+            loss = self.batch_loss(model, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            nn.utils.clip_grad_norm_(trainable, self.config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            total += float(loss.detach())
+            advance(1)
+        return total / len(batches)
+
+    def refit(
+        self,
+        task: Task,
+        encoder_dir: Path,
+        examples: list[Example],
+        tokenizer: Tokenizer,
+        generator: random.Random,
+        epochs: int,
+    ) -> StudentModel:
+        """A fresh model trained on every example, holdout included, for the ``epochs`` that
+        early stopping chose (fewer if the run on all examples is shorter), on that run's
+        schedule."""
+        model = self.fresh_model(task, encoder_dir, examples, tokenizer)
+        optimizer, scheduler, steps_per_epoch, run_epochs = self.optimiser(model, len(examples))
+        epochs = min(epochs, run_epochs)
+        enabled = self.config.progress
+        with progress_bar(
+            "refitting on all examples", steps_per_epoch * epochs, enabled
+        ) as advance:
+            for _ in range(epochs):
+                batches = self.batches(task, examples, tokenizer, shuffle=True, generator=generator)
+                self.train_epoch(model, batches, optimizer, scheduler, advance)
+        return model
+
     def parameter_groups(self, model: StudentModel) -> list[dict[str, object]]:
         """AdamW groups: heads at ``head_learning_rate``; encoder layer i of L at
         ``learning_rate * layer_lr_decay**(L - 1 - i)``, embeddings one step further down; frozen
@@ -316,51 +390,30 @@ class FinetuneTrainer:
         config = self.config
         check_examples(task, examples)
         encoder_dir = self.starting_encoder()
-        seed_everything(config.seed)
         generator = random.Random(config.seed)
         started = time.perf_counter()
 
         train, holdout = split_holdout(examples, task, config.holdout_fraction, config.seed)
         tokenizer = load_tokenizer(encoder_dir, config.max_length)
-        model = self.build_model(task, encoder_dir)
-        if config.head_init == "probe":
-            self.fit_probe_heads(model, task, train, tokenizer)
-        groups = self.parameter_groups(model)
-        optimizer = torch.optim.AdamW(groups)
-        steps_per_epoch = math.ceil(len(train) / config.batch_size)
-        epochs = max(config.epochs, math.ceil(config.min_steps / steps_per_epoch))
-        total_steps = steps_per_epoch * epochs
-        warmup = max(1, round(config.warmup_fraction * total_steps))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, linear_schedule(warmup, total_steps)
-        )
+        model = self.fresh_model(task, encoder_dir, train, tokenizer)
+        optimizer, scheduler, steps_per_epoch, epochs = self.optimiser(model, len(train))
         holdout_batches = self.batches(task, holdout, tokenizer, shuffle=False, generator=generator)
         hard = self._hard_targets(task, holdout)
-        trainable = [p for group in groups for p in group["params"]]  # type: ignore[attr-defined]
 
         start_score = self._score(self.holdout_logits(model, task, holdout_batches), hard)
         best_score = start_score
         best_state = copy.deepcopy(model.state_dict())
         best_epoch, stale, history = 0, 0, []
+        total_steps = steps_per_epoch * epochs
         with progress_bar(f"fine-tuning ({self.kind})", total_steps, config.progress) as advance:
             for epoch in range(1, epochs + 1):
-                model.train()
-                epoch_loss = 0.0
                 batches = self.batches(task, train, tokenizer, shuffle=True, generator=generator)
-                for batch in batches:
-                    loss = self.batch_loss(model, batch)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()  # type: ignore[no-untyped-call]
-                    nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    epoch_loss += float(loss.detach())
-                    advance(1)
+                train_loss = self.train_epoch(model, batches, optimizer, scheduler, advance)
                 score = self._score(self.holdout_logits(model, task, holdout_batches), hard)
                 history.append(
                     {
                         "epoch": epoch,
-                        "train_loss": epoch_loss / len(batches),
+                        "train_loss": train_loss,
                         "holdout_accuracy": score[0],
                         "holdout_nll": -score[1],
                     }
@@ -383,6 +436,9 @@ class FinetuneTrainer:
             calibration[head.name] = calibrate(
                 logits[head.name].numpy().astype(np.float64)[labelled], hard[head.name][labelled]
             )
+        refitted = len(examples) < config.refit_below and best_epoch > 0
+        if refitted:
+            model = self.refit(task, encoder_dir, examples, tokenizer, generator, best_epoch)
         merge_lora(model)
         self.save(model, task, encoder_dir, out_dir, calibration)
         finished = time.perf_counter()
@@ -390,7 +446,7 @@ class FinetuneTrainer:
         result = TrainResult(
             kind=self.kind,
             out_dir=out_dir,
-            n_train=len(train),
+            n_train=len(examples) if refitted else len(train),
             n_holdout=len(holdout),
             data_hash=data_hash(examples),
             calibration=calibration,
@@ -402,6 +458,7 @@ class FinetuneTrainer:
             extra={
                 "epochs": epochs,
                 "best_epoch": best_epoch,
+                "refitted_on_all": refitted,
                 "start": {"holdout_accuracy": start_score[0], "holdout_nll": -start_score[1]},
                 "history": history,
                 "base_encoder": str(encoder_dir),
