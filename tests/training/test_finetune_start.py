@@ -118,7 +118,9 @@ def test_distillation_contrasts_soft_labelled_examples_by_their_likeliest_label(
 def test_refitting_on_every_example_keeps_the_holdout_temperature(
     tmp_path: Path, tiny_encoder: Path, task: Task, train_examples: list[Example]
 ) -> None:
-    config = FinetuneConfig(encoder_dir=tiny_encoder, max_length=32, epochs=3, progress=False)
+    config = FinetuneConfig(
+        encoder_dir=tiny_encoder, max_length=32, epochs=3, refit_below=0, progress=False
+    )
     split = train_student("finetune", task, train_examples, tmp_path / "split", config)
     refit_config = replace(config, refit_below=len(train_examples) + 1)
     refit = train_student("finetune", task, train_examples, tmp_path / "refit", refit_config)
