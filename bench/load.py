@@ -12,10 +12,14 @@ The fake teacher (5 ms latency), the gateway (uvicorn, one worker) and this load
 (``--concurrency`` asyncio clients on keep-alive connections) run as three processes on
 localhost. Concurrency stays below the gateway's limit, so every call must get a 200. The
 gateway's RSS is sampled every ``--sample-s`` seconds; memory growth is the median RSS of the
-last tenth of a scenario minus that of its second tenth (the first is warm-up).
+last tenth of a scenario minus that of its second tenth (the first is warm-up). Scenarios of 11
+minutes or more also report the growth over their last 10 minutes (median RSS of the last minute
+minus that of the minute 10 minutes earlier): a slow warm-up, such as caches filling with use,
+levels off there, where a leak keeps growing.
 
     .venv/bin/python bench/load.py                    # 2 x 1.5 min -> bench/results/load.json
     .venv/bin/python bench/load.py --minutes 10       # the full soak (2 x 5 min)
+    .venv/bin/python bench/load.py --minutes 60       # 2 x 30 min: growth over the last 10
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ SCHEMA = {
 }
 TEACHER_LATENCY_MS = 5.0
 TRAINING_CALLS = 300
+# Memory must be flat over this window at the end of a scenario (issue: "over 10 minutes").
+FLAT_WINDOW_S = 600.0
 # Only localhost is ever loaded: this is a benchmark of our own processes, not a load tool.
 
 
@@ -143,6 +149,16 @@ class ScenarioResult:
         tenth = max(1, len(self.rss) // 10)
         early = statistics.median(r for _, r in self.rss[tenth : 2 * tenth] or self.rss[:1])
         late = statistics.median(r for _, r in self.rss[-tenth:])
+        end = self.rss[-1][0]
+        last_minute = [r for t, r in self.rss if t >= end - 60]
+        window_start = [
+            r for t, r in self.rss if end - FLAT_WINDOW_S - 60 <= t < end - FLAT_WINDOW_S
+        ]
+        window_growth = (
+            round(statistics.median(last_minute) - statistics.median(window_start), 1)
+            if window_start
+            else None
+        )
         return {
             "scenario": self.name,
             "seconds": round(self.seconds, 1),
@@ -156,6 +172,7 @@ class ScenarioResult:
             "rss_start_mib": round(self.rss[0][1], 1),
             "rss_end_mib": round(self.rss[-1][1], 1),
             "rss_growth_mib": round(late - early, 1),
+            "rss_growth_last_10_min_mib": window_growth,
             "rss_samples": [(round(t, 1), round(r, 1)) for t, r in self.rss],
         }
 
@@ -265,6 +282,7 @@ def main() -> int:
         "errors",
         "RSS start→end MiB",
         "RSS growth MiB",
+        "last 10 min",
         title=f"gateway under load: {args.concurrency} concurrent clients on {HOST}",
     )
     for s in summaries:
@@ -278,6 +296,9 @@ def main() -> int:
             str(s["errors"]),
             f"{s['rss_start_mib']}→{s['rss_end_mib']}",
             str(s["rss_growth_mib"]),
+            "n/a"
+            if s["rss_growth_last_10_min_mib"] is None
+            else str(s["rss_growth_last_10_min_mib"]),
         )
     console.print(table)
     console.print(f"load average: {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
