@@ -2,9 +2,11 @@
 
 The loop reads top to bottom (nanoGPT style): build the model, choose which parameters train and at
 what rate, then epochs of AdamW steps with linear warmup/decay, evaluating on the holdout after
-each epoch and keeping the best weights (early stopping). Targets are probability distributions per
-head, so the distillation trainer overrides only where training starts (``starting_encoder``,
-``kept_layers``) and what it learns (``targets``, ``example_weights``, ``loss``).
+each epoch and keeping the best weights (early stopping); with few examples, a fresh model then
+trains on all of them, holdout included, for the epochs early stopping kept (``refit``). Targets
+are probability distributions per head, so the distillation trainer overrides only where training
+starts (``starting_encoder``, ``kept_layers``) and what it learns (``targets``,
+``example_weights``, ``loss``).
 """
 
 from __future__ import annotations
@@ -382,7 +384,8 @@ class FinetuneTrainer:
 
     def train(self, task: Task, examples: list[Example], out_dir: Path) -> TrainResult:
         """Fine-tune on ``examples`` minus a holdout, early-stop and calibrate on the holdout,
-        write the artifact to ``out_dir``.
+        refit on every example when there are fewer than ``refit_below``, write the artifact to
+        ``out_dir``.
 
         Raises InsufficientData when a head has too few labels, ConfigurationError for
         inconsistent options or a missing encoder.
@@ -436,9 +439,11 @@ class FinetuneTrainer:
             calibration[head.name] = calibrate(
                 logits[head.name].numpy().astype(np.float64)[labelled], hard[head.name][labelled]
             )
+        calibrated = time.perf_counter()
         refitted = len(examples) < config.refit_below and best_epoch > 0
         if refitted:
             model = self.refit(task, encoder_dir, examples, tokenizer, generator, best_epoch)
+        refit_done = time.perf_counter()
         merge_lora(model)
         self.save(model, task, encoder_dir, out_dir, calibration)
         finished = time.perf_counter()
@@ -452,7 +457,8 @@ class FinetuneTrainer:
             calibration=calibration,
             timings_s={
                 "train": trained - started,
-                "calibrate_and_save": finished - trained,
+                "refit": refit_done - calibrated,
+                "calibrate_and_save": (calibrated - trained) + (finished - refit_done),
                 "total": finished - started,
             },
             extra={
