@@ -178,15 +178,6 @@ class ProbeTrainer:
             return dict.fromkeys((head.name for head in task.heads), self.config.c)
         return chosen_strengths(task, examples, features, self.config.seed)
 
-    def _fit_heads(
-        self,
-        task: Task,
-        examples: list[Example],
-        features: NDArray[Any],
-        strengths: dict[str, float],
-    ) -> dict[str, LinearHead]:
-        return fit_heads(task, examples, features, strengths, self.config.seed)
-
     def train(self, task: Task, examples: list[Example], out_dir: Path) -> TrainResult:
         """Embed every text (cached), fit and calibrate the heads, write the artifact.
 
@@ -218,7 +209,7 @@ class ProbeTrainer:
         train, holdout = split_holdout(examples, task, config.holdout_fraction, config.seed)
         train_features = cache.get([e.text for e in train])
         strengths = self._strengths(task, train, train_features)
-        heads = self._fit_heads(task, train, train_features, strengths)
+        heads = fit_heads(task, train, train_features, strengths, config.seed)
         holdout_features = cache.get([e.text for e in holdout])
         calibration: dict[str, HeadCalibration] = {}
         for head in task.heads:
@@ -229,7 +220,7 @@ class ProbeTrainer:
                 holdout_features[rows] @ weight.T + bias, np.array(targets, dtype=np.int64)
             )
         if config.refit_on_all:
-            heads = self._fit_heads(task, examples, cache.get(texts), strengths)
+            heads = fit_heads(task, examples, cache.get(texts), strengths, config.seed)
         finished = time.perf_counter()
 
         out_dir.mkdir(parents=True, exist_ok=True)
