@@ -40,7 +40,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from rich.console import Console
@@ -50,7 +50,7 @@ from sklearn.metrics import f1_score
 from fff_layer import machine_info, summarise, time_call
 from understudy.datasets import DATASET_NAMES, DatasetName, LabelledDataset, load_dataset
 from understudy.models.config import EncoderConfig
-from understudy.models.convert_fff import ConversionConfig, convert_to_fff
+from understudy.models.convert_fff import ConversionConfig, InitName, convert_to_fff
 from understudy.models.encoder import BertEncoder
 from understudy.models.pretrained import default_encoder_dir
 from understudy.models.tokenizer import TOKENIZER_FILE, VOCAB_FILE, encode_batch, load_tokenizer
@@ -121,11 +121,12 @@ def converted_dir(args: argparse.Namespace, dataset: LabelledDataset) -> Path:
     config = ConversionConfig(
         depth=args.fff_depth,
         leaf_width=args.fff_leaf_width,
+        init=args.convert_init,
         steps=args.convert_steps,
         max_tokens=args.convert_tokens,
     )
     out = args.cache_dir / "converted" / f"{dataset.name}-d{config.depth}-w{config.leaf_width}"
-    out = out.with_name(f"{out.name}-s{config.steps}-t{config.max_tokens}")
+    out = out.with_name(f"{out.name}-{config.init}-s{config.steps}-t{config.max_tokens}")
     if (out / "conversion.json").is_file():
         return out
     source = default_encoder_dir()
@@ -363,6 +364,12 @@ def main() -> None:
     parser.add_argument("--crammed-lr", type=float, default=5e-4)
     parser.add_argument("--fff-depth", type=int, default=4, help="converted MiniLM's FFF depth")
     parser.add_argument("--fff-leaf-width", type=int, default=32, help="its leaf width")
+    parser.add_argument(
+        "--convert-init",
+        choices=get_args(InitName),
+        default="coactivation",
+        help="how the FFF tree starts before distillation (see understudy.models.convert_fff)",
+    )
     parser.add_argument("--convert-steps", type=int, default=400, help="distillation steps/layer")
     parser.add_argument("--convert-tokens", type=int, default=20000, help="activations/layer")
     parser.add_argument("--convert-texts", type=int, default=2000)

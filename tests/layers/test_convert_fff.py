@@ -9,12 +9,15 @@ import pytest
 import torch
 
 from understudy.errors import ConfigurationError
+from understudy.models.config import EncoderConfig
 from understudy.models.convert_fff import (
     ConversionConfig,
     ConversionResult,
     collect_feedforward_inputs,
     convert_to_fff,
     feedforward_of,
+    held_out_start,
+    init_by_coactivation,
     init_from_dense,
 )
 from understudy.models.encoder import BertEncoder
@@ -77,10 +80,57 @@ def test_distillation_improves_on_the_dense_initialisation(
     for index, report in enumerate(result.layers):
         dense = feedforward_of(encoder.blocks[index])
         assert isinstance(dense, DenseFeedForward)
+        split = held_out_start(len(inputs[index]))
         initial = FastFeedForward(32, 32, depth=2, leaf_width=8)
-        init_from_dense(initial, dense, torch.Generator().manual_seed(0))
-        held_out = inputs[index][int(len(inputs[index]) * 0.9) :]
+        init_by_coactivation(initial, dense, inputs[index][:split])
+        held_out = inputs[index][split:]
         assert report.relative_error < 0.8 * _relative_error(initial, dense, held_out)
+
+
+def _two_expert_block() -> tuple[DenseFeedForward, torch.Tensor]:
+    """A ReLU block whose first 16 neurons fire only on tokens near +c, the other 16 near -c.
+
+    Returns the block and 2,000 such tokens, half from each side, shuffled.
+    """
+    torch.manual_seed(0)
+    config = EncoderConfig(
+        vocab_size=10, hidden_size=16, num_hidden_layers=1, num_attention_heads=1,
+        intermediate_size=32, hidden_act="relu",
+    )  # fmt: skip
+    dense = DenseFeedForward(config)
+    centre = torch.nn.functional.normalize(torch.randn(16), dim=0) * 4
+    with torch.no_grad():
+        dense.up.weight.copy_(torch.randn(32, 16) * 0.1)
+        dense.up.weight[:16] += centre / 4
+        dense.up.weight[16:] -= centre / 4
+        dense.up.bias.fill_(-1.0)
+    sides = torch.randint(2, (2000, 1)) * 2 - 1
+    tokens = sides * centre + torch.randn(2000, 16) * 0.3
+    return dense, tokens
+
+
+def test_coactivation_init_routes_each_token_to_the_neurons_that_fire_for_it() -> None:
+    dense, tokens = _two_expert_block()
+    held_out = tokens[held_out_start(len(tokens)) :]
+    grouped = FastFeedForward(16, 16, depth=1, leaf_width=16, hidden_act="relu")
+    init_by_coactivation(grouped, dense, tokens[: held_out_start(len(tokens))])
+    scattered = FastFeedForward(16, 16, depth=1, leaf_width=16, hidden_act="relu")
+    init_from_dense(scattered, dense, torch.Generator().manual_seed(0))
+    assert _relative_error(grouped, dense, held_out) < 0.02
+    assert _relative_error(scattered, dense, held_out) > 0.5
+
+
+def test_coactivation_init_keeps_the_strongest_neurons_of_a_group_in_a_narrow_leaf() -> None:
+    dense, tokens = _two_expert_block()
+    with torch.no_grad():
+        dense.down.weight[:, [3, 20]] *= 50  # one dominant neuron on each side
+    narrow = FastFeedForward(16, 16, depth=1, leaf_width=1, hidden_act="relu")
+    init_by_coactivation(narrow, dense, tokens)
+    leaf_rows = narrow.weight_in[narrow.n_internal :]
+    assert {int(torch.cdist(leaf_rows[i : i + 1], dense.up.weight).argmin()) for i in range(2)} == {
+        3,
+        20,
+    }
 
 
 def test_converted_encoder_round_trips_through_save_and_load(

@@ -6,11 +6,19 @@ original model). Attention, embeddings and LayerNorms are kept as they are. The 
 UltraFastBERT-style encoder without re-pretraining; fine-tune it on the task afterwards, since the
 per-layer approximation errors compound through the stack.
 
-Initialisation: the tree's neurons start as copies of dense neurons (rows of the up-projection and
-columns of the down-projection), chosen at random without replacement where the tree has fewer
-neurons, unscaled: a token's path then starts near the dense block's output bias (relative error
-about 1). Scaling the output weights up to the dense block's scale was tried and made MiniLM's
-activations diverge (relative errors of 1 to 30 after distillation).
+Initialisation (``ConversionConfig.init``), before the distillation:
+
+- ``coactivation`` (default): the dense neurons are split recursively into halves that fire
+  together on real tokens, one split per tree node (the idea of MoEfication, Zhang et al. 2022,
+  "MoEfication: Transformer Feed-forward Layers are Mixtures of Experts", arranged as FFF's binary
+  tree). Each leaf starts as the dense neurons of its group (the ``leaf_width`` strongest when the
+  group is wider), unscaled, so a token routed to the right leaf starts with the exact contribution
+  of that group. Each internal node starts as a linear router fitted (ridge regression) to send a
+  token towards the half that carries more of its activation, with a zero output weight.
+- ``random``: the tree's neurons start as copies of dense neurons chosen at random, unscaled: a
+  token's path then starts near the dense block's output bias (relative error about 1). Scaling
+  the output weights up to the dense block's scale was tried and made MiniLM's activations
+  diverge (relative errors of 1 to 30 after distillation).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from rich.progress import Progress
@@ -36,12 +45,20 @@ from understudy.models.layers.fff import (
 )
 from understudy.models.tokenizer import encode_batch
 
+InitName = Literal["coactivation", "random"]
+# A router that sends fewer tokens than this to a child leaves the child's own split to be fitted
+# on all of its parent's tokens: too few samples for a split of hundreds of neurons.
+MIN_TOKENS_PER_SPLIT = 64
+# Ridge penalty of the routers' regression, relative to the mean input variance.
+ROUTER_RIDGE = 1e-2
+
 
 @dataclass(frozen=True)
 class ConversionConfig:
     """How to distil each dense feed-forward into an FFF.
 
-    ``depth`` None picks ``default_depth(intermediate_size)``. ``steps`` Adam steps per layer on
+    ``depth`` None picks ``default_depth(intermediate_size)``. ``init`` is how the tree starts (see
+    the module doc). ``steps`` Adam steps per layer on
     minibatches of ``batch_tokens`` token activations; at most ``max_tokens`` activations per layer
     are kept (collected from the texts with ``encode_batch_size`` texts per forward). Routing is
     soft for ``soft_fraction`` of the steps, then hard (see ``HardeningSchedule``).
@@ -49,6 +66,7 @@ class ConversionConfig:
 
     depth: int | None = None
     leaf_width: int = 1
+    init: InitName = "coactivation"
     steps: int = 400
     batch_tokens: int = 512
     learning_rate: float = 1e-3
@@ -126,6 +144,11 @@ def collect_feedforward_inputs(
     return [torch.cat(chunks)[:max_tokens] for chunks in captured]
 
 
+def held_out_start(tokens: int) -> int:
+    """Index of the first of the last 10% of ``tokens`` activations, held back from fitting."""
+    return max(int(tokens * 0.9), 1)
+
+
 def init_from_dense(
     fff: FastFeedForward, dense: DenseFeedForward, generator: torch.Generator
 ) -> None:
@@ -144,6 +167,88 @@ def init_from_dense(
             fff.bias_out.copy_(dense.down.bias)
 
 
+def neuron_energy(dense: DenseFeedForward, inputs: Tensor) -> Tensor:
+    """How much each dense neuron adds to each token's output, ``[tokens, intermediate]``.
+
+    The norm of neuron ``i``'s term in the output: ``|act(up(x))_i| * ||down[:, i]||``.
+    """
+    with torch.no_grad():
+        hidden: Tensor = dense.act(dense.up(inputs))
+        energy: Tensor = hidden.abs() * dense.down.weight.norm(dim=0)
+    return energy
+
+
+def bisect_neurons(energy: Tensor) -> tuple[Tensor, Tensor]:
+    """Split the neuron columns of ``energy`` ``[tokens, neurons]`` into two halves that co-fire.
+
+    Neurons are ordered along the first principal component of their standardised activation
+    patterns (neurons that fire on the same tokens lie close) and cut at the median. Returns the
+    column positions of the two halves.
+    """
+    patterns = (energy - energy.mean(0)) / energy.std(0).clamp(min=1e-6)
+    _, _, components = torch.svd_lowrank(patterns, q=2, niter=4)
+    order = torch.argsort(components[:, 0])
+    half = len(order) // 2
+    return order[:half], order[half:]
+
+
+def fit_router(inputs: Tensor, goes_right: Tensor) -> tuple[Tensor, Tensor]:
+    """Weights ``[H]`` and bias of a linear neuron whose sign predicts ``goes_right``.
+
+    Ridge regression of the targets +1 (right) / -1 (left) on ``inputs`` ``[tokens, H]``.
+    """
+    mean = inputs.mean(0)
+    centred = inputs - mean
+    targets = goes_right.to(inputs.dtype) * 2 - 1
+    gram = centred.T @ centred / len(inputs)
+    ridge = ROUTER_RIDGE * gram.diagonal().mean() * torch.eye(len(mean), dtype=inputs.dtype)
+    weights = torch.linalg.solve(gram + ridge, centred.T @ (targets - targets.mean()) / len(inputs))
+    return weights, targets.mean() - mean @ weights
+
+
+def init_by_coactivation(fff: FastFeedForward, dense: DenseFeedForward, inputs: Tensor) -> None:
+    """Start ``fff`` as ``dense``'s neurons grouped by co-activation on ``inputs`` (module doc)."""
+    energy = neuron_energy(dense, inputs)
+    with torch.no_grad():
+        fff.weight_out.zero_()
+        if fff.bias_out is not None:
+            fff.bias_out.copy_(dense.down.bias)
+        pending = [(0, torch.arange(energy.shape[1]), torch.arange(len(inputs)))]
+        while pending:
+            node, neurons, tokens = pending.pop()
+            if node >= fff.n_internal:
+                _fill_leaf(fff, dense, node - fff.n_internal, neurons, energy[tokens][:, neurons])
+                continue
+            left, right = (neurons[half] for half in bisect_neurons(energy[tokens][:, neurons]))
+            used = energy[tokens]
+            goes_right = used[:, right].sum(1) > used[:, left].sum(1)
+            weights, bias = fit_router(inputs[tokens], goes_right)
+            fff.weight_in[node] = weights
+            if fff.bias_in is not None:
+                fff.bias_in[node] = bias
+            routed_right = inputs[tokens] @ weights + bias > 0
+            for child, half, mask in ((1, left, ~routed_right), (2, right, routed_right)):
+                enough = int(mask.sum()) >= MIN_TOKENS_PER_SPLIT
+                pending.append((2 * node + child, half, tokens[mask] if enough else tokens))
+
+
+def _fill_leaf(
+    fff: FastFeedForward, dense: DenseFeedForward, leaf: int, neurons: Tensor, energy: Tensor
+) -> None:
+    """Copy ``neurons`` of ``dense`` into ``leaf``, keeping the strongest when it is narrower.
+
+    Slots left over when the group is smaller than the leaf keep their random input weights and
+    a zero output weight, so they start silent.
+    """
+    strongest = neurons[torch.argsort(energy.sum(0), descending=True)[: fff.leaf_width]]
+    first = fff.n_internal + leaf * fff.leaf_width
+    slots = torch.arange(first, first + len(strongest))
+    fff.weight_in[slots] = dense.up.weight[strongest]
+    fff.weight_out[slots] = dense.down.weight[:, strongest].T
+    if fff.bias_in is not None:
+        fff.bias_in[slots] = dense.up.bias[strongest]
+
+
 def distill_feedforward(
     dense: DenseFeedForward,
     inputs: Tensor,
@@ -160,7 +265,7 @@ def distill_feedforward(
     with torch.no_grad():
         dense.eval()
         targets = dense(inputs)
-    split = max(int(len(inputs) * 0.9), 1)
+    split = held_out_start(len(inputs))
     train_x, train_y = inputs[:split], targets[:split]
     test_x, test_y = inputs[split:], targets[split:]
     schedule = HardeningSchedule(
@@ -238,7 +343,11 @@ def convert_to_fff(
             dense, fff = feedforward_of(block), feedforward_of(new_block)
             if not isinstance(dense, DenseFeedForward) or not isinstance(fff, FastFeedForward):
                 raise ConfigurationError(f"block {index} is not a dense -> FFF pair")
-            init_from_dense(fff, dense, generator)
+            if config.init == "coactivation":
+                fitting = inputs[index][: held_out_start(len(inputs[index]))]
+                init_by_coactivation(fff, dense, fitting)
+            else:
+                init_from_dense(fff, dense, generator)
             error = distill_feedforward(
                 dense,
                 inputs[index],
