@@ -133,6 +133,20 @@ def test_coactivation_init_keeps_the_strongest_neurons_of_a_group_in_a_narrow_le
     }
 
 
+def test_a_tree_deeper_than_the_block_is_wide_copies_every_dense_neuron_into_its_leaves() -> None:
+    dense, tokens = _two_expert_block()
+    deep = FastFeedForward(
+        16, 16, depth=6, leaf_width=1, hidden_act="relu"
+    )  # 64 leaves, 32 neurons
+    init_by_coactivation(deep, dense, tokens)
+    leaves = deep.weight_in[deep.n_internal :].detach()
+    exact = "donot_use_mm_for_euclid_dist"
+    nearest = torch.cdist(leaves, dense.up.weight.detach(), compute_mode=exact).min(dim=1)
+    assert float(nearest.values.max()) < 1e-6  # each leaf is a copy of a dense neuron
+    assert set(nearest.indices.tolist()) == set(range(32))  # and none is left out
+    assert torch.isfinite(deep.eval()(tokens)).all()
+
+
 def test_converted_encoder_round_trips_through_save_and_load(
     encoder_dir: Path, tmp_path: Path
 ) -> None:

@@ -183,8 +183,12 @@ def bisect_neurons(energy: Tensor) -> tuple[Tensor, Tensor]:
 
     Neurons are ordered along the first principal component of their standardised activation
     patterns (neurons that fire on the same tokens lie close) and cut at the median. Returns the
-    column positions of the two halves.
+    column positions of the two halves; with fewer than 2 columns, all of them (0 or 1) twice.
     """
+    if energy.shape[1] < 2:
+        # Nothing to split (a tree deeper than the dense block is wide): both children get it.
+        every = torch.arange(energy.shape[1])
+        return every, every
     patterns = (energy - energy.mean(0)) / energy.std(0).clamp(min=1e-6)
     _, _, components = torch.svd_lowrank(patterns, q=2, niter=4)
     order = torch.argsort(components[:, 0])
