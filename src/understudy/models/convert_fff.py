@@ -15,6 +15,9 @@ Initialisation (``ConversionConfig.init``), before the distillation:
   group is wider), unscaled, so a token routed to the right leaf starts with the exact contribution
   of that group. Each internal node starts as a linear router fitted (ridge regression) to send a
   token towards the half that carries more of its activation, with a zero output weight.
+  Measured on MiniLM (bench/README.md, rt-sentiment, depth 4, leaves of 32): held-out error
+  after distillation 0.10-0.39 per layer where random neurons left one layer at 0.76, and 1.7
+  accuracy points more after fine-tuning (0.645 vs 0.628, 3 seeds).
 - ``random``: the tree's neurons start as copies of dense neurons chosen at random, unscaled: a
   token's path then starts near the dense block's output bias (relative error about 1). Scaling
   the output weights up to the dense block's scale was tried and made MiniLM's activations
