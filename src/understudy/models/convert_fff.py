@@ -223,12 +223,12 @@ def init_by_coactivation(fff: FastFeedForward, dense: DenseFeedForward, inputs: 
         pending = [(0, torch.arange(energy.shape[1]), torch.arange(len(inputs)))]
         while pending:
             node, neurons, tokens = pending.pop()
+            reaching = energy[tokens]
             if node >= fff.n_internal:
-                _fill_leaf(fff, dense, node - fff.n_internal, neurons, energy[tokens][:, neurons])
+                _fill_leaf(fff, dense, node - fff.n_internal, neurons, reaching[:, neurons])
                 continue
-            left, right = (neurons[half] for half in bisect_neurons(energy[tokens][:, neurons]))
-            used = energy[tokens]
-            goes_right = used[:, right].sum(1) > used[:, left].sum(1)
+            left, right = (neurons[half] for half in bisect_neurons(reaching[:, neurons]))
+            goes_right = reaching[:, right].sum(1) > reaching[:, left].sum(1)
             weights, bias = fit_router(inputs[tokens], goes_right)
             fff.weight_in[node] = weights
             if fff.bias_in is not None:
