@@ -6,14 +6,16 @@ import json
 from pathlib import Path
 
 import pytest
+from dashboard_support import N_CALLS
 from typer.testing import CliRunner
 
 from understudy.cli import app
-from understudy.dashboard.sample import SeededCall
+from understudy.dashboard.sample import SeededCall, seed_student_run, seed_traffic
 from understudy.routing.modes import Mode
 from understudy.settings import Settings
 from understudy.store import Store
 from understudy.store import queries as q
+from understudy.tasks import Task
 
 runner = CliRunner()
 
@@ -23,6 +25,15 @@ def _data_dir(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UNDERSTUDY_DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("UNDERSTUDY_CONFIG", str(settings.data_dir / "absent.toml"))
     monkeypatch.setenv("COLUMNS", "200")
+
+
+@pytest.fixture()
+def seeded(store: Store, task: Task) -> list[SeededCall]:
+    """The conftest's history, but ending now: the commands read the real clock, and their rates
+    cover the last 7 days, so a history fixed in time would fall out of them."""
+    calls = seed_traffic(store, task, N_CALLS, seed=3)
+    seed_student_run(store, task, "v1", threshold=0.8)
+    return calls
 
 
 def test_tasks_and_task(seeded: list[SeededCall]) -> None:
