@@ -135,6 +135,7 @@ def student_config(kind: str, args: argparse.Namespace) -> StudentConfig:
         "batch_size": 16,
         "head_init": args.head_init,
         "contrastive_weight": args.contrastive_weight,
+        "contrastive_temperature": args.contrastive_temperature,
         "refit_below": args.refit_below,
     }
     if kind == "ngram":
@@ -337,6 +338,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=float,
         default=FinetuneConfig.contrastive_weight,
         help="share of the supervised contrastive loss in fine-tuning and distillation",
+    )
+    parser.add_argument(
+        "--contrastive-temperature",
+        type=float,
+        default=FinetuneConfig.contrastive_temperature,
+        help="temperature of the supervised contrastive loss's softmax over similarities",
     )
     parser.add_argument(
         "--refit-below",
