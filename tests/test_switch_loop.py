@@ -88,7 +88,11 @@ def settings(teacher: FakeTeacher, tmp_path_factory: pytest.TempPathFactory) -> 
             heldout_fraction=0.5,
             first_train_labels=100,
             min_heldout_for_switch=100,
-            target_agreement=0.95,
+            # cascade -> student needs the live lower bound at the target: at 0.95, one or two
+            # confidently wrong answers among the 70-90 audits (the ngram student is near perfect,
+            # not perfect) put it below and, once in CI, the move did not happen; 0.9 tolerates a
+            # few, and the drifted teacher still drives agreement far below it.
+            target_agreement=0.9,
             min_live_for_rollback=20,
             # Request ids (and so the held-out split) are random: keep the evidence bars clear of
             # run-to-run noise, and train once so the live window stays with that one student.
