@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dashboard_support import END, N_CALLS
+from dashboard_support import END, seed_history
 from fastapi.testclient import TestClient
 
-from understudy.dashboard.sample import SeededCall, seed_student_run, seed_traffic, sentiment_spec
+from understudy.dashboard.sample import SeededCall, sentiment_spec
 from understudy.gateway import create_app
 from understudy.settings import Settings
 from understudy.store import Store, open_store
@@ -35,9 +35,7 @@ def task(store: Store) -> Task:
 
 @pytest.fixture()
 def seeded(store: Store, task: Task) -> list[SeededCall]:
-    calls = seed_traffic(store, task, N_CALLS, seed=3, end=END)
-    seed_student_run(store, task, "v1", threshold=0.8)
-    return calls
+    return seed_history(store, task, END)
 
 
 @pytest.fixture()

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from dashboard_support import N_CALLS
+from dashboard_support import seed_history
 from typer.testing import CliRunner
 
 from understudy.cli import app
-from understudy.dashboard.sample import SeededCall, seed_student_run, seed_traffic
+from understudy.dashboard.sample import SeededCall
 from understudy.routing.modes import Mode
 from understudy.settings import Settings
 from understudy.store import Store
@@ -31,9 +31,7 @@ def _data_dir(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
 def seeded(store: Store, task: Task) -> list[SeededCall]:
     """The conftest's history, but ending now: the commands read the real clock, and their rates
     cover the last 7 days, so a history fixed in time would fall out of them."""
-    calls = seed_traffic(store, task, N_CALLS, seed=3)
-    seed_student_run(store, task, "v1", threshold=0.8)
-    return calls
+    return seed_history(store, task, end=None)
 
 
 def test_tasks_and_task(seeded: list[SeededCall]) -> None:
