@@ -135,9 +135,11 @@ def student_config(kind: str, args: argparse.Namespace) -> StudentConfig:
         "batch_size": 16,
         "head_init": args.head_init,
         "contrastive_weight": args.contrastive_weight,
-        "contrastive_temperature": args.contrastive_temperature,
         "refit_below": args.refit_below,
     }
+    if args.contrastive_temperature is not None:  # one temperature at every label budget
+        tuning["contrastive_temperature"] = args.contrastive_temperature
+        tuning["sharp_contrastive_temperature"] = args.contrastive_temperature
     if kind == "ngram":
         return NgramConfig(seed=args.seed)
     if kind == "probe":
@@ -342,8 +344,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--contrastive-temperature",
         type=float,
-        default=FinetuneConfig.contrastive_temperature,
-        help="temperature of the supervised contrastive loss's softmax over similarities",
+        default=None,
+        help="temperature of the supervised contrastive loss's softmax over similarities, for "
+        "both encoder students at every budget (default: fine-tuning at "
+        f"{FinetuneConfig.sharp_contrastive_temperature} below "
+        f"{FinetuneConfig.sharp_contrastive_below:,} labels and "
+        f"{FinetuneConfig.contrastive_temperature} from there, distillation at "
+        f"{DistillConfig.contrastive_temperature})",
     )
     parser.add_argument(
         "--refit-below",

@@ -112,7 +112,7 @@ def test_distillation_contrasts_soft_labelled_examples_by_their_likeliest_label(
     embedding = model.embed(batch.input_ids, batch.attention_mask)
     topic = supervised_contrastive_loss(embedding, torch.tensor([0, 1, 0]), 0.3)
     urgent = supervised_contrastive_loss(embedding, torch.tensor([0, 0, 0]), 0.3)
-    assert torch.allclose(trainer.batch_loss(model, batch), topic + urgent)
+    assert torch.allclose(trainer.batch_loss(model, batch, 0.3), topic + urgent)
 
 
 def test_refitting_on_every_example_keeps_the_holdout_temperature(
@@ -136,3 +136,37 @@ def test_refitting_on_every_example_keeps_the_holdout_temperature(
         p.probs for p in refit_student.predict(texts)
     ]
     assert all(p.labels for p in refit_student.predict(texts))
+
+
+def test_fine_tuning_below_the_bar_uses_the_sharper_contrastive_temperature_distillation_not(
+    tmp_path: Path, tiny_encoder: Path, task: Task, train_examples: list[Example]
+) -> None:
+    config = FinetuneConfig(
+        encoder_dir=tiny_encoder, max_length=32, epochs=1, min_steps=0, progress=False
+    )
+    bar = len(train_examples)
+    many = train_student(
+        "finetune",
+        task,
+        train_examples,
+        tmp_path / "many",
+        replace(config, sharp_contrastive_below=bar),
+    )
+    few = train_student(
+        "finetune",
+        task,
+        train_examples,
+        tmp_path / "few",
+        replace(config, sharp_contrastive_below=bar + 1),
+    )
+
+    assert many.extra["contrastive_temperature"] == config.contrastive_temperature
+    assert few.extra["contrastive_temperature"] == config.sharp_contrastive_temperature
+    assert config.sharp_contrastive_temperature < config.contrastive_temperature
+    # Same data, seed and steps: only the temperature differs, and the loss with it.
+    assert few.extra["history"][0]["train_loss"] != many.extra["history"][0]["train_loss"]
+    distill_config = DistillConfig(
+        encoder_dir=tiny_encoder, max_length=32, epochs=1, min_steps=0, progress=False
+    )
+    distilled = train_student("distill", task, train_examples, tmp_path / "distill", distill_config)
+    assert distilled.extra["contrastive_temperature"] == distill_config.contrastive_temperature

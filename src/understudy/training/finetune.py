@@ -207,13 +207,15 @@ class FinetuneTrainer:
         optimizer: torch.optim.AdamW,
         scheduler: torch.optim.lr_scheduler.LambdaLR,
         advance: Callable[[int], None],
+        temperature: float,
     ) -> float:
-        """One AdamW step per batch (train mode, gradients clipped); the mean training loss."""
+        """One AdamW step per batch (train mode, gradients clipped) with the contrastive loss at
+        ``temperature``; the mean training loss."""
         model.train()
         trainable = [p for group in optimizer.param_groups for p in group["params"]]
         total = 0.0
         for batch in batches:
-            loss = self.batch_loss(model, batch)
+            loss = self.batch_loss(model, batch, temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             nn.utils.clip_grad_norm_(trainable, self.config.max_grad_norm)
@@ -237,6 +239,7 @@ class FinetuneTrainer:
         schedule."""
         model = self.fresh_model(task, encoder_dir, examples, tokenizer)
         optimizer, scheduler, steps_per_epoch, run_epochs = self.optimiser(model, len(examples))
+        temperature = self.contrastive_temperature(len(examples))
         epochs = min(epochs, run_epochs)
         enabled = self.config.progress
         with progress_bar(
@@ -244,7 +247,7 @@ class FinetuneTrainer:
         ) as advance:
             for _ in range(epochs):
                 batches = self.batches(task, examples, tokenizer, shuffle=True, generator=generator)
-                self.train_epoch(model, batches, optimizer, scheduler, advance)
+                self.train_epoch(model, batches, optimizer, scheduler, advance, temperature)
         return model
 
     def parameter_groups(self, model: StudentModel) -> list[dict[str, object]]:
@@ -316,9 +319,17 @@ class FinetuneTrainer:
             )
         return batches
 
-    def batch_loss(self, model: StudentModel, batch: Batch) -> Tensor:
+    def contrastive_temperature(self, n_examples: int) -> float:
+        """The contrastive loss's temperature in a run on ``n_examples`` labelled examples:
+        sharper below ``sharp_contrastive_below``."""
+        config = self.config
+        if n_examples < config.sharp_contrastive_below:
+            return config.sharp_contrastive_temperature
+        return config.contrastive_temperature
+
+    def batch_loss(self, model: StudentModel, batch: Batch, temperature: float) -> Tensor:
         """Sum over heads of each head's loss on the examples that carry its label (mixed with
-        the supervised contrastive loss when ``contrastive_weight`` > 0)."""
+        the supervised contrastive loss at ``temperature`` when ``contrastive_weight`` > 0)."""
         embedding = model.embed(batch.input_ids, batch.attention_mask)
         logits = model.classify(embedding)
         share = self.config.contrastive_weight
@@ -333,9 +344,7 @@ class FinetuneTrainer:
                 # The likeliest label of each target (the distillation trainer's targets carry
                 # an extra flag column after the labels' ones).
                 labels = targets[:, : head_logits.shape[-1]].argmax(dim=-1)
-                contrastive = supervised_contrastive_loss(
-                    embedding[mask], labels, self.config.contrastive_temperature
-                )
+                contrastive = supervised_contrastive_loss(embedding[mask], labels, temperature)
                 loss = (1 - share) * loss + share * contrastive
             total = total + loss
         return total
@@ -402,6 +411,7 @@ class FinetuneTrainer:
         optimizer, scheduler, steps_per_epoch, epochs = self.optimiser(model, len(train))
         holdout_batches = self.batches(task, holdout, tokenizer, shuffle=False, generator=generator)
         hard = self._hard_targets(task, holdout)
+        temperature = self.contrastive_temperature(len(examples))
 
         start_score = self._score(self.holdout_logits(model, task, holdout_batches), hard)
         best_score = start_score
@@ -411,7 +421,9 @@ class FinetuneTrainer:
         with progress_bar(f"fine-tuning ({self.kind})", total_steps, config.progress) as advance:
             for epoch in range(1, epochs + 1):
                 batches = self.batches(task, train, tokenizer, shuffle=True, generator=generator)
-                train_loss = self.train_epoch(model, batches, optimizer, scheduler, advance)
+                train_loss = self.train_epoch(
+                    model, batches, optimizer, scheduler, advance, temperature
+                )
                 score = self._score(self.holdout_logits(model, task, holdout_batches), hard)
                 history.append(
                     {
@@ -465,6 +477,7 @@ class FinetuneTrainer:
                 "epochs": epochs,
                 "best_epoch": best_epoch,
                 "refitted_on_all": refitted,
+                "contrastive_temperature": temperature,
                 "start": {"holdout_accuracy": start_score[0], "holdout_nll": -start_score[1]},
                 "history": history,
                 "base_encoder": str(encoder_dir),
