@@ -95,8 +95,8 @@ class FinetuneConfig:
     ``sharp_contrastive_below``: with fewer examples than this, the contrastive loss runs at
     ``sharp_contrastive_temperature`` instead (Khosla et al.'s 0.1). Three splits each
     (bench/README.md): on rt-sentiment it added 2.5 and 0.7 points to the fine-tuned student at
-    64 and 256 labels, on trec6 +0.0 and -0.3, and moved the distilled one by +0.3 and -0.2 on
-    rt-sentiment (split to split, -3.1 to +2.4); at 1,000 labels it cost 0.6 and 1.2 points.
+    64 and 256 labels and on trec6 +0.0 and -0.3; at 1,000 labels it cost 0.6 and 1.2 points.
+    The distilled student turns it off (``DistillConfig``).
     """
 
     seed: int = 0
