@@ -159,9 +159,13 @@ def test_shadow_to_cascade_to_student_and_back_on_drift(
     assert [a.what for a in worker.run_once()] == ["promoted", "mode shadow -> cascade"]
     store.update_task_state("review", audit_rate=1.0, reason="audit every call in this test")
 
-    # The gateway hot-swaps to v1; confident calls are now answered by the student.
-    probe = reviews(1, seed=2)[0]
-    poll(lambda: answered_by(client, [probe]) == ["student"], "the student to answer")
+    # The gateway hot-swaps to v1; confident calls are now answered by the student. The
+    # threshold comes from a random held-out split, so any one text may fall just under it (once
+    # in CI the single probe did): the probe is the first of ten texts the student answers.
+    candidates = reviews(10, seed=2)
+    poll(lambda: "student" in answered_by(client, candidates), "the student to answer")
+    sides = answered_by(client, candidates)
+    probe = candidates[sides.index("student")]
     result, answer = ask(client, probe)
     completion = result["completion"]
     assert completion.model == "understudy/review@v1"
