@@ -163,9 +163,14 @@ def test_shadow_to_cascade_to_student_and_back_on_drift(
     # threshold comes from a random held-out split, so any one text may fall just under it (once
     # in CI the single probe did): the probe is the first of ten texts the student answers.
     candidates = reviews(10, seed=2)
-    poll(lambda: "student" in answered_by(client, candidates), "the student to answer")
-    sides = answered_by(client, candidates)
-    probe = candidates[sides.index("student")]
+    probe_sides: list[str] = []
+
+    def student_answers_one() -> bool:
+        probe_sides[:] = answered_by(client, candidates)
+        return "student" in probe_sides
+
+    poll(student_answers_one, "the student to answer")
+    probe = candidates[probe_sides.index("student")]
     result, answer = ask(client, probe)
     completion = result["completion"]
     assert completion.model == "understudy/review@v1"
