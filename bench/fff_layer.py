@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
+from machine import cpu_model
 from understudy.models.layers.fff import FastFeedForward
 
 RESULTS = Path(__file__).parent / "results" / "fff_layer.json"
@@ -36,15 +37,8 @@ RESULTS = Path(__file__).parent / "results" / "fff_layer.json"
 
 def machine_info() -> dict[str, Any]:
     """Cores, CPU model, load, library versions: what a reader needs to compare timings."""
-    cpu = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "load_average_1m": os.getloadavg()[0],
         "python": platform.python_version(),

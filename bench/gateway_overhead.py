@@ -33,6 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from local_servers import percentile, teacher_and_gateway
+from machine import cpu_model
 
 RESULTS = Path(__file__).parent / "results" / "gateway_overhead.json"
 TARGET_ADDED_P50_MS = 2.0
@@ -155,15 +156,8 @@ def measure(
 
 def machine_info() -> dict[str, Any]:
     """CPU, cores, Python and the versions of the libraries on the timed path."""
-    cpu = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "load_avg_1m": os.getloadavg()[0],
         "python": sys.version.split()[0],

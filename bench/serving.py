@@ -32,6 +32,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from machine import cpu_model
 from understudy.models.classifier import StudentModel
 from understudy.models.encoder import BertEncoder
 from understudy.models.pretrained import default_encoder_dir
@@ -56,15 +57,8 @@ FILLER = FILLER_TEXT.split()
 
 def machine_info() -> dict[str, Any]:
     """CPU, cores, load and library versions: what a reader needs to compare timings."""
-    cpu = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "load_average_1m": os.getloadavg()[0],
         "python": platform.python_version(),

@@ -44,6 +44,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from machine import cpu_model
 from understudy.datasets import DATASET_NAMES, LabelledDataset, load_dataset
 from understudy.evaluation import accuracy, macro_f1
 from understudy.models.pretrained import default_encoder_dir
@@ -69,18 +70,11 @@ FILLER = "the movie was good and the story was very fun but the end felt too lon
 
 def machine_info(threads: int) -> dict[str, Any]:
     """CPU, cores, load, threads and versions: what a reader needs to compare timings."""
-    cpu = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     import onnxruntime
     import sklearn
 
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "torch_threads": threads,
         "load_average_1m_at_start": os.getloadavg()[0],
