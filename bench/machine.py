@@ -1,4 +1,4 @@
-"""What every timing benchmark records about the machine it ran on."""
+"""The CPU model every timing benchmark records with its results (each script adds its own keys)."""
 
 from __future__ import annotations
 
