@@ -319,10 +319,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--max-test", type=int, default=None, help="score on the first N test rows only"
     )
     parser.add_argument(
-        "--max-length", type=int, default=64, help="tokens, for every encoder model"
+        "--max-length",
+        type=int,
+        default=FinetuneConfig.max_length,
+        help="tokens, for every encoder model",
     )
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=FinetuneConfig.epochs,
+        help="fine-tuned and distilled students (default: the trainer's, as the worker trains)",
+    )
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=FinetuneConfig.learning_rate,
+        help="fine-tuned and distilled students' encoder (default: the trainer's)",
+    )
     parser.add_argument(
         "--head-init",
         choices=["probe", "random"],
