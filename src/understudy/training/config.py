@@ -67,6 +67,7 @@ class FinetuneConfig:
     tokens), which the worker and ``understudy train`` use as well: at 1,000 labels the worker's
     former 2 epochs at 5e-5 scored 1.8 points lower on trec6 and 0.6 on rt-sentiment
     (bench/README.md, "One fine-tuning recipe").
+
     ``freeze_bottom``: embeddings and the lowest k layers get no updates. ``reinit_top``: the top k
     layers are re-initialised before training (Zhang et al., 2021, "Revisiting few-sample BERT
     fine-tuning"). ``layer_lr_decay``: layer i from the top trains at ``learning_rate *
