@@ -176,11 +176,12 @@ class Settings(BaseSettings):
         description="Most labelled calls (the newest) a fine-tuned or distilled student trains "
         "on; bounds its training time as data grows.",
     )
-    finetune_epochs: int = Field(
-        4,
+    finetune_epochs: int | None = Field(
+        None,
+        ge=1,
         description="Passes over the data when fine-tuning or distilling (raised when there are "
-        "too few examples for the trainer's minimum number of steps); 4 is the recipe "
-        "bench/students.py measures.",
+        "too few examples for the trainer's minimum number of steps). Default: the trainer's, "
+        "the recipe bench/students.py measures (4).",
     )
     finetune_max_length: int = Field(
         64,

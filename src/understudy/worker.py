@@ -106,7 +106,8 @@ def student_config(kind: str, settings: Settings) -> StudentConfig:
     }
     if kind in FINETUNED_KINDS:
         wanted["max_length"] = settings.finetune_max_length
-        wanted["epochs"] = settings.finetune_epochs
+        if settings.finetune_epochs is not None:
+            wanted["epochs"] = settings.finetune_epochs
     if kind == "distill":
         wanted["num_layers"] = settings.distill_layers
     names = {field.name for field in dataclasses.fields(config_class)}
