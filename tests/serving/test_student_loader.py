@@ -15,10 +15,10 @@ from sklearn.pipeline import make_pipeline
 
 from understudy.errors import ModelError
 from understudy.serving.artifact import StudentManifest
-from understudy.serving.loader import load_student
+from understudy.serving.loader import Backend, load_student
 from understudy.serving.onnx_backend import OnnxStudent
 from understudy.serving.onnx_export import export_onnx
-from understudy.serving.student import Student
+from understudy.serving.student import NETWORK_CHUNK, Student
 from understudy.serving.torch_backend import TorchStudent
 from understudy.tasks import Head, HeadKind
 from understudy.testing.tiny_models import random_sentences, write_tiny_student
@@ -138,3 +138,25 @@ def test_an_unfaithful_int8_graph_is_dropped_and_fp32_onnx_serves(tmp_path: Path
     assert not (artifact / "model.int8.onnx").exists()
     student = load_student(artifact)
     assert isinstance(student, OnnxStudent) and student.model_path.name == "model.onnx"
+
+
+# Not int8: its activation scales are per batch, so a lone text's logits differ a little anyway.
+@pytest.mark.parametrize("backend", ["torch", "onnx-fp32"])
+def test_long_lists_go_through_the_network_in_chunks_with_the_same_answers(
+    exported: Path, backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    student = load_student(exported, backend, threads=1)
+    texts = random_sentences(2 * NETWORK_CHUNK + 7, seed=3)
+    one_by_one = np.concatenate([student.logits([text])["sentiment"] for text in texts])
+    batch_sizes: list[int] = []
+    network_logits = student._network_logits  # type: ignore[union-attr]
+
+    def counting(chunk: list[str]) -> dict[str, np.ndarray]:
+        batch_sizes.append(len(chunk))
+        return network_logits(chunk)
+
+    monkeypatch.setattr(student, "_network_logits", counting)
+    together = student.logits(texts)["sentiment"]
+    assert batch_sizes == [NETWORK_CHUNK, NETWORK_CHUNK, 7]
+    # Padding differs between a chunk and a lone text; the attention mask makes it irrelevant.
+    np.testing.assert_allclose(together, one_by_one, atol=1e-4)

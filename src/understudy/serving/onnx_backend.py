@@ -11,7 +11,7 @@ import onnxruntime as ort
 from understudy.errors import ModelError
 from understudy.models.tokenizer import encode_batch, load_tokenizer
 from understudy.serving.artifact import StudentManifest
-from understudy.serving.student import FloatArray, predictions_from_logits
+from understudy.serving.student import FloatArray, chunked_logits, predictions_from_logits
 from understudy.serving.torch_backend import encoder_dir
 from understudy.tasks import Head, Prediction
 
@@ -64,7 +64,10 @@ class OnnxStudent:
         self._outputs = output_names(self.heads)
 
     def logits(self, texts: Sequence[str]) -> dict[str, FloatArray]:
-        """Raw (uncalibrated) logits per head, [N, len(head.labels)]."""
+        """Raw (uncalibrated) logits per head, [N, len(head.labels)], for one or more texts."""
+        return chunked_logits(texts, self._network_logits)
+
+    def _network_logits(self, texts: Sequence[str]) -> dict[str, FloatArray]:
         input_ids, attention_mask = encode_batch(self.tokenizer, texts)
         feeds = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
         results = self.session.run(self._outputs, feeds)

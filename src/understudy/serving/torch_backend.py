@@ -15,7 +15,7 @@ from understudy.models.classifier import Pooling, StudentModel
 from understudy.models.encoder import BertEncoder
 from understudy.models.tokenizer import encode_batch, load_tokenizer
 from understudy.serving.artifact import ENCODER_DIR, HEADS_FILE, StudentManifest
-from understudy.serving.student import FloatArray, predictions_from_logits
+from understudy.serving.student import FloatArray, chunked_logits, predictions_from_logits
 from understudy.tasks import Head, Prediction
 
 
@@ -63,7 +63,10 @@ class TorchStudent:
             torch.set_num_threads(threads)
 
     def logits(self, texts: Sequence[str]) -> dict[str, FloatArray]:
-        """Raw (uncalibrated) logits per head, [N, len(head.labels)]."""
+        """Raw (uncalibrated) logits per head, [N, len(head.labels)], for one or more texts."""
+        return chunked_logits(texts, self._network_logits)
+
+    def _network_logits(self, texts: Sequence[str]) -> dict[str, FloatArray]:
         input_ids, attention_mask = encode_batch(self.tokenizer, texts)
         with torch.inference_mode():
             out = self.model(input_ids, attention_mask)
