@@ -91,16 +91,18 @@ class Settings(BaseSettings):
 
     student_backend: Literal["onnx", "torch"] = Field(
         "onnx",
-        description="How encoder students are served: `onnx` exports dynamic-int8 ONNX (faster "
-        "on CPU; the worker evaluates the int8 model, so its accuracy is what is measured), "
-        "`torch` serves fp32 PyTorch.",
+        description="How encoder students are served: `onnx` exports int8 ONNX (faster on CPU; "
+        "see `int8_min_agreement`; the worker evaluates the graph it keeps, so its accuracy is "
+        "what is measured), `torch` serves fp32 PyTorch.",
     )
     int8_min_agreement: float = Field(
         0.99,
         ge=0.0,
         le=1.0,
         description="Share of held-out calls on which an encoder student's int8 ONNX graph must "
-        "predict what its fp32 graph predicts to be served; below it the fp32 ONNX graph serves.",
+        "predict what its fp32 graph predicts to be served. The fastest int8 scheme is tried "
+        "first, then the blockwise one (finer scales, slower); when neither agrees enough, the "
+        "fp32 ONNX graph serves.",
     )
     student_max_batch: int = Field(
         32, description="Most concurrent texts the gateway groups into one student call."

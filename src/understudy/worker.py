@@ -310,7 +310,7 @@ class Worker:
                 config = dataclasses.replace(config, assistant_dir=assistant)
             train_student(kind, task, train, staging, config)
             heldout = self.store.examples(task.key, task.version, heldout=True)
-            int8_agreement = None
+            int8_agreement, int8_scheme = None, None
             if kind in ENCODER_KINDS and self.settings.student_backend == "onnx":
                 exported = export_onnx(
                     staging,
@@ -318,7 +318,7 @@ class Worker:
                     check_texts=[example.text for example in heldout],
                     min_int8_agreement=self.settings.int8_min_agreement,
                 )
-                int8_agreement = exported.int8_agreement
+                int8_agreement, int8_scheme = exported.int8_agreement, exported.int8_scheme
             report = evaluate(load_student(staging), task, heldout, target)
             write_heldout_metrics(staging, report)
         except Exception as error:
@@ -340,6 +340,7 @@ class Worker:
             "train_size": available,
             "trained_examples": len(train),
             "int8_agreement_with_fp32": int8_agreement,
+            "int8_scheme": int8_scheme,
         }
         return self._publish_if_better(task, run_id, staging, report, heldout, metrics, summary)
 

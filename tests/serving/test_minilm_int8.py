@@ -1,4 +1,9 @@
-"""On the packaged MiniLM with a head fitted to real data, int8 ONNX agrees with torch (slow)."""
+"""On the packaged MiniLM with a head fitted to real data, int8 ONNX agrees with torch (slow).
+
+The student is a probe on rt-sentiment: a logistic regression over frozen embeddings, whose
+decision boundary has many movie reviews right on it, so it is the hardest case for int8 seen
+here (bench/README.md, "int8 fidelity": dynamic int8 flips about 3% of its answers).
+"""
 
 from __future__ import annotations
 
@@ -22,12 +27,6 @@ from understudy.tasks import Head
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured 98.0% agreement (6 of 300 flips, all near the probe's boundary) with dynamic "
-    "int8 of the weight MatMuls on AVX2; quantizing attention only reaches 99% but loses the FFN "
-    "speed-up. Open: static/QDQ quantization or per-layer exclusion chosen on a calibration set.",
-)
 def test_minilm_int8_agrees_with_torch_on_rt_sentiment(tmp_path: Path) -> None:
     data = load_dataset("rt-sentiment", seed=0)
     head = Head("sentiment", data.labels)
@@ -53,9 +52,12 @@ def test_minilm_int8_agrees_with_torch_on_rt_sentiment(tmp_path: Path) -> None:
         kind="probe", task="rt", task_version=1, heads=(head,), max_length=64,
         base_encoder=str(folder),
     ).write(artifact)  # fmt: skip
-    export_onnx(artifact)
+    # As the worker does: int8 schemes are checked on calls apart from those judged on below.
+    check = [t for t, _ in data.test[1000:2000]]
+    exported = export_onnx(artifact, check_texts=check, min_int8_agreement=0.99)
+    assert exported.int8 is not None, f"no int8 scheme kept: {exported}"
 
-    texts = [t for t, _ in data.test[:300]]
+    texts = [t for t, _ in data.test[:1000]]
     fp32 = load_student(artifact, "torch").predict(texts)
     int8 = load_student(artifact, "onnx").predict(texts)
     agreement = np.mean([a.labels == b.labels for a, b in zip(fp32, int8, strict=True)])
@@ -63,4 +65,4 @@ def test_minilm_int8_agrees_with_torch_on_rt_sentiment(tmp_path: Path) -> None:
         [p.labels["sentiment"] == y for p, (_, y) in zip(fp32, data.test, strict=False)]
     )
     assert accuracy > 0.6  # the head learned something, so agreement is not trivial
-    assert agreement >= 0.99
+    assert agreement >= 0.99, f"{exported.int8_scheme} int8 agreed on {agreement:.1%}"
