@@ -45,8 +45,8 @@ from understudy.tasks import Head
 
 RESULTS = Path(__file__).parent / "results" / "serving.json"
 BACKENDS: tuple[Backend, ...] = ("torch", "onnx-fp32", "onnx")
-Config = tuple[int, Backend, int]
-"""(encoder layers, backend, threads) of one timed configuration."""
+Config = tuple[int, str, int]
+"""(encoder layers, backend or graph, threads) of one timed configuration."""
 BACKEND_LABEL = {"torch": "torch fp32", "onnx-fp32": "ONNX fp32", "onnx": "ONNX int8"}
 TARGET_P50_MS = 4.0
 HEAD = Head("label", ("no", "yes"))
