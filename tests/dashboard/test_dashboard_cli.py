@@ -41,6 +41,7 @@ def test_tasks_and_task(seeded: list[SeededCall]) -> None:
     shown = runner.invoke(app, ["task", "sentiment"])
     assert shown.exit_code == 0, shown.output
     assert "serving student" in shown.output and "promoted" in shown.output
+    assert "scikit-learn" in shown.output  # the graph the seeded n-gram student answers with
     # With a price for the seeded teacher model, both show the teacher cost avoided in dollars.
     priced = {"UNDERSTUDY_MODEL_PRICES": '{"teacher-model": [100.0, 400.0]}'}
     for command in (["tasks"], ["task", "sentiment"]):

@@ -8,6 +8,7 @@ from datetime import timedelta
 from dashboard_support import N_CALLS
 from fastapi.testclient import TestClient
 
+from understudy.dashboard.formatting import served_graph
 from understudy.dashboard.sample import SeededCall, seed_traffic
 from understudy.gateway import create_app
 from understudy.routing.modes import Mode
@@ -138,3 +139,30 @@ def test_worker_blocks_show_with_their_reason(settings: Settings, store: Store) 
         # A training run that starts later shows the worker got past the block.
         store.start_student_run(task, "ngram")
         assert "worker:" not in client.get("/ui/tasks").text
+
+
+def test_the_student_history_says_which_graph_each_run_serves(
+    client: TestClient, store: Store
+) -> None:
+    task = store.get_task("sentiment")
+    runs = {
+        "blockwise": {
+            "agreement": 0.9,
+            "int8_scheme": "blockwise",
+            "int8_agreement_with_fp32": 0.995,
+        },
+        "fp32": {"agreement": 0.9, "int8_scheme": None, "int8_agreement_with_fp32": 0.97},
+    }
+    for metrics in runs.values():
+        store.finish_student_run(
+            store.start_student_run(task, "finetune"), "rejected", metrics=metrics
+        )
+    page = client.get("/ui/tasks/sentiment").text
+    history = page[page.index("Student history") : page.index("Audit log")]
+    # The seeded n-gram run, then the two fine-tuned ones: the int8 scheme kept, or fp32.
+    assert "<td>scikit-learn</td>" in history
+    assert "<td>int8 blockwise</td>" in history and "<td>fp32</td>" in history
+    # Runs that did not record it: before the scheme was recorded, failed, or served by torch.
+    assert served_graph("finetune", {"int8_agreement_with_fp32": 0.995}) == "–"
+    assert served_graph("probe", {"error": "out of memory"}) == "–"
+    assert served_graph("distill", None) == "–"

@@ -1,7 +1,10 @@
-"""How the dashboard and its terminal mirror write numbers: percentages, milliseconds, dollars
-("–" for a missing value)."""
+"""How the dashboard and its terminal mirror write numbers and facts: percentages, milliseconds,
+dollars, the graph a student serves ("–" for a missing value)."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 
 def pct(value: float | None, digits: int = 1) -> str:
@@ -21,3 +24,18 @@ def usd(value: float | None) -> str:
     if value is None:
         return "–"
     return f"${value:,.2f}" if value >= 1 else f"${value:.4f}"
+
+
+def served_graph(kind: str, metrics: Mapping[str, Any] | None) -> str:
+    """What a training run's student answers with: ``int8 <scheme>`` when an int8 graph was
+    faithful enough to fp32 (``understudy.serving.onnx_export``), ``fp32`` when none was,
+    ``scikit-learn`` for n-gram students; "–" when the run did not record it (failed runs, runs
+    before the scheme was recorded, students served by torch)."""
+    if kind == "ngram":
+        return "scikit-learn"
+    metrics = metrics or {}
+    if metrics.get("int8_scheme"):
+        return f"int8 {metrics['int8_scheme']}"
+    if "int8_scheme" in metrics and metrics.get("int8_agreement_with_fp32") is not None:
+        return "fp32"
+    return "–"

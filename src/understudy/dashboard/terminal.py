@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from understudy.dashboard.formatting import ms, pct, usd
+from understudy.dashboard.formatting import ms, pct, served_graph, usd
 from understudy.store import Store
 from understudy.store import queries as q
 from understudy.tasks import LabelSource
@@ -78,7 +78,7 @@ def print_task(
         facts.add_row(name, value)
     console.print(Panel(facts, title=f"{o.key} v{o.version}"))
     runs = Table(title="Student runs")
-    for column in ("run", "kind", "status", "version", "agreement", "coverage"):
+    for column in ("run", "kind", "status", "version", "graph", "agreement", "coverage"):
         runs.add_column(column)
     for run in store.student_runs(key)[:10]:
         metrics = run.metrics or {}
@@ -87,6 +87,7 @@ def print_task(
             run.kind,
             run.status,
             run.version or "–",
+            served_graph(run.kind, run.metrics),
             pct(metrics.get("agreement")),
             pct(metrics.get("coverage")),
         )

@@ -20,7 +20,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from understudy.dashboard import charts
 from understudy.dashboard.auth import require_admin
-from understudy.dashboard.formatting import ms, pct, usd
+from understudy.dashboard.formatting import ms, pct, served_graph, usd
 from understudy.errors import InvalidRequest, NotFound
 from understudy.routing.modes import Mode
 from understudy.settings import Settings
@@ -49,6 +49,7 @@ def _when(value: datetime | None) -> str:
 
 
 _env.filters.update(pct=pct, ms=ms, when=_when, usd=usd)
+_env.globals.update(served_graph=served_graph)
 
 
 # Own accessors rather than ``understudy.gateway.state``: importing the gateway package from here
