@@ -145,7 +145,9 @@ def quantize_dynamic_int8(fp32_path: Path, int8_path: Path, *, per_channel: bool
 def quantize_blockwise_int8(fp32_path: Path, int8_path: Path) -> Path:
     """8-bit ``MatMulNBits`` quantization of the weight MatMuls of an ONNX graph (atomically
     written): symmetric int8 weights with one scale per ``BLOCKWISE_BLOCK`` inputs, multiplied
-    in int8 (``accuracy_level`` 4) with activations quantized per block of each token."""
+    in int8 (``accuracy_level`` 4) with activations quantized per block of each token. The
+    quantizer takes only MatMuls by a constant, so the products of two activations inside
+    attention stay fp32 as in ``quantize_dynamic_int8``."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     int8_path = Path(int8_path)
@@ -156,7 +158,6 @@ def quantize_blockwise_int8(fp32_path: Path, int8_path: Path) -> Path:
         block_size=BLOCKWISE_BLOCK,
         is_symmetric=True,
         accuracy_level=4,
-        nodes_to_include=weight_matmuls(fp32_path),
     )
     # It logs every node it visits at INFO; the worker's log has no use for that.
     quantizer_logger = logging.getLogger(MatMulNBitsQuantizer.__module__)
