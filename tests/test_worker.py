@@ -191,7 +191,7 @@ def test_an_int8_graph_below_the_agreement_bar_is_not_served(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A tiny random encoder quantizes without a single flip; stand in for one that flips 10%.
-    monkeypatch.setattr(onnx_export, "int8_agreement", lambda _artifact, _texts: 0.9)
+    monkeypatch.setattr(onnx_export, "int8_agreement", lambda _artifact, _texts, _fp32: 0.9)
     encoder = write_tiny_encoder(tmp_path / "tiny-encoder", seed=0)
     strict = settings.model_copy(
         update={

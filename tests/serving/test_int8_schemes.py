@@ -40,7 +40,7 @@ def test_the_blockwise_scheme_is_kept_when_dynamic_flips_too_many(
 ) -> None:
     # A tiny random encoder quantizes almost without flips under either scheme; stand in for a
     # student whose dynamic graph flips 3% of the check texts and whose blockwise graph 0.5%.
-    def agreement_by_scheme(artifact_dir: Path, _texts: object) -> float:
+    def agreement_by_scheme(artifact_dir: Path, _texts: object, _fp32: object) -> float:
         ops = _op_types(artifact_dir / "model.int8.onnx")
         return 0.995 if "MatMulNBits" in ops else 0.97
 

@@ -40,6 +40,7 @@ from understudy.serving.checksums import write_checksums
 from understudy.serving.loader import load_student
 from understudy.serving.onnx_backend import INPUT_NAMES, output_names
 from understudy.serving.torch_backend import load_student_model
+from understudy.tasks import Prediction
 
 logger = logging.getLogger(__name__)
 
@@ -179,11 +180,13 @@ QUANTIZERS: dict[Int8Scheme, Callable[[Path, Path], Path]] = {
 """How to write each int8 scheme's graph from the fp32 one."""
 
 
-def int8_agreement(artifact_dir: Path, texts: Sequence[str]) -> float:
-    """Share of ``texts`` on which the int8 graph predicts the same labels as the fp32 graph."""
-    fp32 = load_student(artifact_dir, "onnx-fp32").predict(list(texts))
+def int8_agreement(
+    artifact_dir: Path, texts: Sequence[str], fp32_answers: Sequence[Prediction]
+) -> float:
+    """Share of ``texts`` on which the int8 graph predicts the same labels as the fp32 graph
+    did (``fp32_answers``, one per text: computed once for every scheme tried)."""
     int8 = load_student(artifact_dir, "onnx").predict(list(texts))
-    same = sum(a.labels == b.labels for a, b in zip(fp32, int8, strict=True))
+    same = sum(a.labels == b.labels for a, b in zip(fp32_answers, int8, strict=True))
     return same / len(texts)
 
 
@@ -226,10 +229,11 @@ def _keep_faithful_int8(
     int8 = artifact_dir / ONNX_INT8_FILE
     if not check_texts:
         return ExportResult(fp32, quantize_dynamic_int8(fp32, int8), "dynamic")
+    fp32_answers = load_student(artifact_dir, "onnx-fp32").predict(list(check_texts))
     tried: dict[Int8Scheme, float] = {}
     for scheme in INT8_SCHEMES:
         QUANTIZERS[scheme](fp32, int8)
-        tried[scheme] = int8_agreement(artifact_dir, check_texts)
+        tried[scheme] = int8_agreement(artifact_dir, check_texts, fp32_answers)
         if tried[scheme] >= min_agreement:
             return ExportResult(fp32, int8, scheme, tried[scheme])
     int8.unlink()
