@@ -15,7 +15,7 @@ from understudy.store import CallKind, CallRecord, Store, open_store, switch
 from understudy.tasks import Task, detect_task
 from understudy.testing.tiny_models import write_tiny_encoder
 from understudy.worker import Worker
-from worker_support import REQUEST, log_teacher_calls
+from worker_support import REQUEST, UNSEEN_SENTIMENT_WORDS, log_teacher_calls
 
 
 @pytest.fixture()
@@ -83,6 +83,27 @@ def test_a_candidate_that_does_not_beat_the_serving_student_is_not_published(
     assert [a.what for a in actions][:1] in (["rejected"], ["promoted"])
     versions = [r.version for r in store.student_runs("review") if r.status == "promoted"]
     assert len(versions) == len(set(versions))
+
+
+def test_a_candidate_that_could_answer_nothing_does_not_replace_an_answering_student(
+    settings: Settings, store: Store, task: Task
+) -> None:
+    log_teacher_calls(store, task, 400, seed=6)
+    worker = Worker(settings, store)
+    worker.run_once()
+    assert store.task_state("review").mode is Mode.CASCADE
+    # A target no held-out set of this size can confirm: the next candidate has no threshold.
+    store.update_task_state("review", target_agreement=0.9999)
+    # Reviews in words the serving student never saw: the candidate agrees more than it does on
+    # the grown held-out set, so by agreement alone it would be published and drop the task back.
+    log_teacher_calls(store, task, 300, seed=7, start=400, words=UNSEEN_SENTIMENT_WORDS)
+    actions = worker.run_once()
+
+    assert [a.what for a in actions] == ["rejected"]
+    run = store.student_runs("review")[0]
+    assert run.metrics is not None and run.metrics["threshold"] is None
+    state = store.task_state("review")
+    assert state.mode is Mode.CASCADE and state.serving_version == "v1"
 
 
 def test_live_drift_rolls_the_task_back(settings: Settings, store: Store, task: Task) -> None:

@@ -23,21 +23,37 @@ REQUEST = {
 POSITIVE = ["great", "wonderful", "superb", "delightful", "moving", "brilliant"]
 NEGATIVE = ["awful", "boring", "dreadful", "tedious", "clumsy", "lifeless"]
 FILLER = ["the", "film", "plot", "acting", "story", "was", "really", "quite", "ending", "cast"]
+SENTIMENT_WORDS = (NEGATIVE, POSITIVE)
+UNSEEN_SENTIMENT_WORDS = (
+    ["dull", "muddled", "tiresome", "shallow", "bland", "forgettable"],
+    ["charming", "gripping", "stunning", "witty", "heartfelt", "masterful"],
+)
+"""Sentiment words that appear in no other review: (negative, positive)."""
 
 
-def review(rng: random.Random) -> tuple[str, str]:
-    """A short review text with one sentiment word, and its label."""
+def review(
+    rng: random.Random, words: tuple[list[str], list[str]] = SENTIMENT_WORDS
+) -> tuple[str, str]:
+    """A short review text with one sentiment word from ``words`` (negative, positive), and its
+    label."""
     label = rng.choice(["negative", "positive"])
-    words = [*rng.sample(FILLER, 5), rng.choice(POSITIVE if label == "positive" else NEGATIVE)]
-    rng.shuffle(words)
-    return " ".join(words), label
+    text = [*rng.sample(FILLER, 5), rng.choice(words[label == "positive"])]
+    rng.shuffle(text)
+    return " ".join(text), label
 
 
-def log_teacher_calls(store: Store, task: Task, count: int, seed: int, start: int = 0) -> None:
+def log_teacher_calls(
+    store: Store,
+    task: Task,
+    count: int,
+    seed: int,
+    start: int = 0,
+    words: tuple[list[str], list[str]] = SENTIMENT_WORDS,
+) -> None:
     """Log ``count`` teacher-answered calls ``call-<start>`` ... of ``task``."""
     rng = random.Random(seed)
     for i in range(start, start + count):
-        text, label = review(rng)
+        text, label = review(rng, words)
         store.record_call(
             CallRecord(
                 id=f"call-{i}",

@@ -115,14 +115,23 @@ def student_config(kind: str, settings: Settings) -> StudentConfig:
     return config
 
 
-def beats(candidate: EvaluationReport, incumbent: EvaluationReport | None) -> bool:
+def beats(
+    candidate: EvaluationReport, incumbent: EvaluationReport | None, *, answering: bool = False
+) -> bool:
     """Whether a candidate should replace the serving student, judged on the same held-out set.
 
     More coverage at the target agreement wins; with equal coverage (e.g. none), higher overall
-    agreement with the teacher wins.
+    agreement with the teacher wins. ``answering``: the serving student answers calls (cascade or
+    student mode). Then a candidate with no threshold at the target never replaces it: it could
+    answer nothing, so publishing it would drop the task back to shadow on the lower bound of a
+    grown held-out set that hovers at the target (a task flapped shadow -> cascade -> shadow twice
+    in one end-to-end run that way). The serving student stays, judged by the live audit, which
+    rolls it back only when the upper bound of its agreement falls below the target.
     """
     if incumbent is None:
         return True
+    if answering and candidate.threshold is None:
+        return False
     new, old = candidate.coverage or 0.0, incumbent.coverage or 0.0
     if new != old:
         return new > old
@@ -361,12 +370,14 @@ class Worker:
             # Evaluated outside the lock: an encoder takes seconds on a large held-out set.
             incumbent = self._serving_report(task, serving, heldout, report.target_agreement)
             with self._lock:
-                if self.store.task_state(task.key, task.version).serving_version != serving:
+                state = self.store.task_state(task.key, task.version)
+                if state.serving_version != serving:
                     continue  # another candidate was promoted meanwhile: compare with that one
                 if run_id in self._abandoned:
                     shutil.rmtree(staging, ignore_errors=True)
                     return []
-                if not beats(report, incumbent):
+                answering = state.mode in (Mode.CASCADE, Mode.STUDENT)
+                if not beats(report, incumbent, answering=answering):
                     shutil.rmtree(staging, ignore_errors=True)
                     self.store.finish_student_run(run_id, "rejected", metrics=metrics)
                     return [WorkerAction(task.key, "rejected", summary)]
