@@ -2,7 +2,13 @@ import math
 
 import pytest
 
-from understudy.stats import wilson_interval, wilson_lower_bound, wilson_upper_bound
+from understudy.stats import (
+    Z_ONE_SIDED_95,
+    one_sided_z,
+    wilson_interval,
+    wilson_lower_bound,
+    wilson_upper_bound,
+)
 
 
 def test_wilson_interval_matches_the_closed_form() -> None:
@@ -32,3 +38,10 @@ def test_no_trials_means_no_information() -> None:
 def test_rejects_impossible_counts() -> None:
     with pytest.raises(ValueError):
         wilson_interval(5, 3)
+
+
+def test_one_sided_z_is_the_normal_quantile() -> None:
+    assert one_sided_z(0.95) == pytest.approx(Z_ONE_SIDED_95)
+    assert one_sided_z(0.999) == pytest.approx(3.0902, abs=1e-4)
+    with pytest.raises(ValueError):
+        one_sided_z(1.0)

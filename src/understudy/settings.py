@@ -153,6 +153,15 @@ class Settings(BaseSettings):
     min_live_for_rollback: int = Field(
         30, description="Fewest live comparisons before the worker may roll a task back."
     )
+    rollback_confidence: float = Field(
+        0.999,
+        ge=0.5,
+        lt=1.0,
+        description="One-sided confidence that live agreement is below the target before the "
+        "worker rolls a task back (the upper bound it checks). The check repeats on every pass "
+        "over a sliding window, so 0.95 rolls back students that meet the target by chance "
+        "alone (bench/rollback_noise.py).",
+    )
     first_train_labels: int = Field(
         200, description="Labelled training calls a task needs before its first student."
     )

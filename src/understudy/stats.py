@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 # One-sided 95% normal quantile: bounds are "we are 95% sure the true rate is above/below".
 Z_ONE_SIDED_95 = 1.6448536269514722
+
+
+def one_sided_z(confidence: float) -> float:
+    """The normal quantile for a one-sided bound at ``confidence`` (0.95 -> 1.645)."""
+    if not 0.5 <= confidence < 1.0:
+        raise ValueError(f"confidence={confidence} outside [0.5, 1)")
+    return NormalDist().inv_cdf(confidence)
 
 
 def wilson_interval(successes: int, trials: int, z: float = Z_ONE_SIDED_95) -> tuple[float, float]:

@@ -82,6 +82,7 @@ def knobs_from(settings: Settings, state: TaskState) -> SwitchKnobs:
         min_coverage_for_cascade=settings.min_coverage_for_cascade,
         full_coverage_for_student=settings.full_coverage_for_student,
         min_live_for_rollback=settings.min_live_for_rollback,
+        rollback_confidence=settings.rollback_confidence,
     )
 
 
@@ -126,7 +127,7 @@ def beats(
     answer nothing, so publishing it would drop the task back to shadow on the lower bound of a
     grown held-out set that hovers at the target (a task flapped shadow -> cascade -> shadow twice
     in one end-to-end run that way). The serving student stays, judged by the live audit, which
-    rolls it back only when the upper bound of its agreement falls below the target.
+    rolls it back only when an upper bound of its agreement falls below the target.
     """
     if incumbent is None:
         return True

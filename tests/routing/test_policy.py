@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 from understudy.routing import (
     HeldoutEvidence,
     LiveEvidence,
@@ -12,6 +14,7 @@ KNOBS = SwitchKnobs(
     min_coverage_for_cascade=0.1,
     full_coverage_for_student=0.99,
     min_live_for_rollback=30,
+    rollback_confidence=0.999,
 )
 NO_LIVE = LiveEvidence(0, 0)
 
@@ -53,6 +56,17 @@ def test_live_drift_rolls_back_one_step() -> None:
     assert from_student is not None and from_student.to_mode is Mode.CASCADE
     assert from_cascade is not None and from_cascade.to_mode is Mode.SHADOW
     assert from_cascade.evidence["live"]["upper_bound"] < 0.98
+
+
+def test_rollback_needs_the_stricter_confidence_of_a_repeated_check() -> None:
+    # 288/300 = 96%: below a 98% target at 95% confidence, not at 99.9%.
+    borderline = LiveEvidence(300, 288)
+    assert decide_mode_change(Mode.CASCADE, heldout(0.6), borderline, KNOBS) is None
+    loose = replace(KNOBS, rollback_confidence=0.95)
+    change = decide_mode_change(Mode.CASCADE, heldout(0.6), borderline, loose)
+    assert change is not None and change.to_mode is Mode.SHADOW
+    assert "95.0% upper bound 0.975" in change.reason
+    assert change.evidence["live"]["rollback_confidence"] == 0.95
 
 
 def test_noise_alone_does_not_roll_back() -> None:
