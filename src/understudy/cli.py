@@ -76,6 +76,10 @@ def run_worker(
     import torch
 
     torch.set_num_threads(settings.worker_threads)
+    niceness = os.nice(settings.worker_nice) if hasattr(os, "nice") else 0
+    logging.getLogger(__name__).info(
+        "worker: %d training thread(s), niceness %d", settings.worker_threads, niceness
+    )
     worker = Worker(settings, open_store(settings))
     if once:
         worker.recover()

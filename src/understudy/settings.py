@@ -213,6 +213,14 @@ class Settings(BaseSettings):
         description="CPU threads the worker process trains and evaluates with (torch intra-op); "
         "the default leaves the other cores of a small machine to the gateway's students.",
     )
+    worker_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Niceness the worker process adds to its own (POSIX): when training and the "
+        "gateway's students want the same cores, the scheduler favours the answers. 0 turns it "
+        "off.",
+    )
     model_refresh_s: float = Field(
         1.0, description="Seconds between the gateway's checks for a newly promoted student."
     )
