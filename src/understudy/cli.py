@@ -444,7 +444,12 @@ def show_task(name: Annotated[str, typer.Argument(help="Task key.")]) -> None:
     settings = Settings()
     try:
         print_task(
-            console, open_store(settings), name, settings.first_train_labels, settings.model_prices
+            console,
+            open_store(settings),
+            name,
+            settings.first_train_labels,
+            settings.live_window,
+            settings.model_prices,
         )
     except UnderstudyError as exc:
         console.print(f"[red]{exc.message}[/red]")

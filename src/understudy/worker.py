@@ -426,15 +426,8 @@ class Worker:
 
     def _apply_policy(self, task: Task, state: TaskState) -> list[WorkerAction]:
         heldout = self._heldout_evidence(task, state)
-        since = switch.last_mode_change(self.store, task.key, task.version)
-        comparisons, agreements = switch.live_agreement(
-            self.store,
-            task.key,
-            task.version,
-            student_version=state.serving_version,
-            answered_by_student=state.mode is not Mode.SHADOW,
-            since=since,
-            window=self.settings.live_window,
+        comparisons, agreements = switch.policy_live_agreement(
+            self.store, state, self.settings.live_window
         )
         rolled_back = switch.rolled_back_versions(self.store, task.key, task.version)
         change = decide_mode_change(

@@ -42,6 +42,7 @@ def test_tasks_and_task(seeded: list[SeededCall]) -> None:
     assert shown.exit_code == 0, shown.output
     assert "serving student" in shown.output and "promoted" in shown.output
     assert "scikit-learn" in shown.output  # the graph the seeded n-gram student answers with
+    assert "predictions agree" in shown.output  # the policy's live evidence in shadow mode
     # With a price for the seeded teacher model, both show the teacher cost avoided in dollars.
     priced = {"UNDERSTUDY_MODEL_PRICES": '{"teacher-model": [100.0, 400.0]}'}
     for command in (["tasks"], ["task", "sentiment"]):
@@ -58,6 +59,9 @@ def test_mode_is_recorded_with_its_reason(store: Store, seeded: list[SeededCall]
     assert "shadow → cascade" in result.output
     assert store.task_state("sentiment").mode is Mode.CASCADE
     assert store.events("sentiment", limit=1)[0].reason == "checked by hand (cli)"
+    # From the move on, the policy judges the task by audited student answers: none yet.
+    shown = runner.invoke(app, ["task", "sentiment"]).output
+    assert "no audited student answers compared since the last mode change" in shown
     assert runner.invoke(app, ["mode", "sentiment", "robot"]).exit_code == 2
 
 

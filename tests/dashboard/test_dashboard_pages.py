@@ -14,13 +14,13 @@ from understudy.gateway import create_app
 from understudy.routing.modes import Mode
 from understudy.savings import task_savings
 from understudy.settings import Settings
-from understudy.store import Store
+from understudy.store import Store, switch
 from understudy.store import tables as t
 from understudy.tasks import Head, Task, TaskSpec
 from understudy.worker import Worker
 
 
-def test_tasks_and_task_pages_render_the_seeded_task(client: TestClient) -> None:
+def test_tasks_and_task_pages_render_the_seeded_task(client: TestClient, store: Store) -> None:
     tasks = client.get("/ui/tasks")
     assert tasks.status_code == 200
     assert 'href="/ui/tasks/sentiment"' in tasks.text and "ready" in tasks.text
@@ -29,6 +29,13 @@ def test_tasks_and_task_pages_render_the_seeded_task(client: TestClient) -> None
     assert page.text.count("<svg") == 4  # volume, agreement/coverage, latency, coverage curve
     assert "threshold 0.80" in page.text  # the chosen point on the curve
     assert "gold ↓ / predicted →" in page.text
+    # The live agreement the switch policy judges the shadow task by: the serving student's
+    # predictions since the last mode change, beside the 7-day agreement on compared calls.
+    comparisons, agreements = switch.policy_live_agreement(
+        store, store.task_state("sentiment"), Settings().live_window
+    )
+    assert comparisons > 0
+    assert f"{agreements:,}/{comparisons:,} predictions agree" in page.text
     assert client.get("/ui/tasks/sentiment?range=7d").status_code == 200
     assert client.get("/ui/tasks/sentiment?range=1y").status_code == 400
     missing = client.get("/ui/tasks/nope")

@@ -1,10 +1,12 @@
 """How the dashboard and its terminal mirror write numbers and facts: percentages, milliseconds,
-dollars, the graph a student serves ("–" for a missing value)."""
+dollars, the graph a student serves, the switch policy's live evidence ("–" for a missing value)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+from understudy.routing import Mode
 
 
 def pct(value: float | None, digits: int = 1) -> str:
@@ -39,3 +41,17 @@ def served_graph(kind: str, metrics: Mapping[str, Any] | None) -> str:
     if "int8_scheme" in metrics and metrics.get("int8_agreement_with_fp32") is not None:
         return "fp32"
     return "–"
+
+
+def policy_live_evidence(mode: Mode, comparisons: int, agreements: int) -> str:
+    """The live agreement the switch policy judges a task by (``switch.policy_live_agreement``):
+    audited student answers outside shadow mode, the serving student's predictions in it."""
+    if mode is Mode.TEACHER:
+        return "–"
+    what = "predictions" if mode is Mode.SHADOW else "audited student answers"
+    if comparisons == 0:
+        return f"no {what} compared since the last mode change"
+    return (
+        f"{agreements:,}/{comparisons:,} {what} agree ({agreements / comparisons:.1%}) "
+        "since the last mode change"
+    )

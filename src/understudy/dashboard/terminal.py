@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from understudy.dashboard.formatting import ms, pct, served_graph, usd
-from understudy.store import Store
+from understudy.dashboard.formatting import ms, pct, policy_live_evidence, served_graph, usd
+from understudy.store import Store, switch
 from understudy.store import queries as q
 from understudy.tasks import LabelSource
 
@@ -52,11 +52,14 @@ def print_task(
     store: Store,
     key: str,
     min_labels: int,
+    live_window: int,
     prices: Mapping[str, Sequence[float]] | None = None,
 ) -> None:
     """One task: its overview, latency, serving student, recent runs and events; ``prices``
-    (``Settings.model_prices``) price the teacher cost avoided."""
+    (``Settings.model_prices``) price the teacher cost avoided; ``live_window``
+    (``Settings.live_window``) bounds the policy's live evidence as the worker reads it."""
     o = q.task_overview(store, key, min_labels=min_labels, prices=prices)
+    live = switch.policy_live_agreement(store, store.task_state(key, o.version), live_window)
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
     facts.add_column()
@@ -66,7 +69,8 @@ def print_task(
         ("serving student", o.serving_version or "none"),
         ("calls (7 days)", f"{o.calls:,} ({o.calls_per_day:.0f}/day)"),
         ("student share", pct(o.student_share)),
-        ("live agreement", f"{pct(o.agreement)} on {o.compared} compared calls"),
+        ("student vs teacher", f"{pct(o.agreement)} on {o.compared} compared calls (7 days)"),
+        ("policy's live evidence", policy_live_evidence(o.mode, *live)),
         ("labelled", f"{o.labelled} ({o.human_labelled} by people)"),
         ("tokens avoided (7 days)", f"{o.savings.avoided_tokens:,}"),
         ("teacher cost avoided (7 days)", usd(o.savings.avoided_cost_usd)),

@@ -20,11 +20,11 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from understudy.dashboard import charts
 from understudy.dashboard.auth import require_admin
-from understudy.dashboard.formatting import ms, pct, served_graph, usd
+from understudy.dashboard.formatting import ms, pct, policy_live_evidence, served_graph, usd
 from understudy.errors import InvalidRequest, NotFound
 from understudy.routing.modes import Mode
 from understudy.settings import Settings
-from understudy.store import Store
+from understudy.store import Store, switch
 from understudy.store import queries as q
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -112,6 +112,7 @@ def task_page(
     serving = q.serving_metrics(store, key)
     state = store.task_state(key)
     target = state.target_agreement or settings.target_agreement
+    live = switch.policy_live_agreement(store, state, settings.live_window)
     return _page(
         "task.html",
         nav="tasks",
@@ -126,6 +127,7 @@ def task_page(
         confusions=q.confusion(store, key),
         modes=[m.value for m in Mode],
         target=target,
+        live_evidence=policy_live_evidence(state.mode, *live),
         message=message,
     )
 

@@ -11,8 +11,9 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from understudy.routing.modes import ROLLBACK
+from understudy.routing.modes import ROLLBACK, Mode
 from understudy.store import tables as t
+from understudy.store.records import TaskState
 from understudy.store.repository import Store
 from understudy.tasks import LabelSource
 
@@ -104,6 +105,21 @@ def live_agreement(
             )
         ).one()
     return int(row[0]), int(row[1])
+
+
+def policy_live_agreement(store: Store, state: TaskState, window: int) -> tuple[int, int]:
+    """(comparisons, agreements) the switch policy judges a task by: its serving student's, since
+    the task's last mode change, the newest ``window``; in cascade and student mode only the
+    audited calls the student answered, in shadow every call it predicted on."""
+    return live_agreement(
+        store,
+        state.key,
+        state.version,
+        student_version=state.serving_version,
+        answered_by_student=state.mode is not Mode.SHADOW,
+        since=last_mode_change(store, state.key, state.version),
+        window=window,
+    )
 
 
 def last_mode_change(store: Store, task_key: str, task_version: int) -> datetime | None:
