@@ -650,17 +650,25 @@ def _demo_config(
     )
 
 
+# The replay options `demo` and `bench e2e` share (each sets its own defaults).
+DatasetOption = Annotated[str, typer.Option(help="rt-sentiment or trec6.")]
+CallsOption = Annotated[int, typer.Option(min=1, help="Calls to replay.")]
+ConcurrencyOption = Annotated[int, typer.Option(min=1, help="Client threads.")]
+TeacherLatencyOption = Annotated[
+    float, typer.Option(min=0, help="The fake teacher's delay per answer (ms).")
+]
+TargetOption = Annotated[
+    float, typer.Option(min=0.5, max=1.0, help="Agreement the student must keep.")
+]
+
+
 @app.command()
 def demo(
-    dataset: Annotated[str, typer.Option(help="rt-sentiment or trec6.")] = "trec6",
-    calls: Annotated[int, typer.Option(min=1, help="Calls to replay.")] = 5000,
-    concurrency: Annotated[int, typer.Option(min=1, help="Client threads.")] = 8,
-    teacher_latency_ms: Annotated[
-        float, typer.Option(min=0, help="The fake teacher's delay per answer (ms).")
-    ] = 300.0,
-    target_agreement: Annotated[
-        float, typer.Option(min=0.5, max=1.0, help="Agreement the student must keep.")
-    ] = 0.92,
+    dataset: DatasetOption = "trec6",
+    calls: CallsOption = 5000,
+    concurrency: ConcurrencyOption = 8,
+    teacher_latency_ms: TeacherLatencyOption = 300.0,
+    target_agreement: TargetOption = 0.92,
     data_dir: Annotated[
         Path | None, typer.Option(help="Keep the demo's database and models here.")
     ] = None,
@@ -690,15 +698,11 @@ app.add_typer(bench_app, name="bench")
 
 @bench_app.command("e2e")
 def bench_e2e(
-    dataset: Annotated[str, typer.Option(help="rt-sentiment or trec6.")] = "rt-sentiment",
-    calls: Annotated[int, typer.Option(min=1, help="Calls to replay.")] = 5000,
-    concurrency: Annotated[int, typer.Option(min=1, help="Client threads.")] = 8,
-    teacher_latency_ms: Annotated[
-        float, typer.Option(min=0, help="The fake teacher's delay per answer (ms).")
-    ] = 300.0,
-    target_agreement: Annotated[
-        float, typer.Option(min=0.5, max=1.0, help="Agreement the student must keep.")
-    ] = 0.98,
+    dataset: DatasetOption = "rt-sentiment",
+    calls: CallsOption = 5000,
+    concurrency: ConcurrencyOption = 8,
+    teacher_latency_ms: TeacherLatencyOption = 300.0,
+    target_agreement: TargetOption = 0.98,
     out: Annotated[Path, typer.Option(help="Where to write the JSON results.")] = Path(
         "bench/results/e2e.json"
     ),
