@@ -273,3 +273,18 @@ def test_the_distilled_student_starts_from_the_newest_finetuned_student(
     [(_, config)] = seen
     assert config.assistant_dir == finetuned
     assert config.num_layers == 3
+
+
+def test_by_default_the_worker_trains_the_recipe_the_benchmarks_measure() -> None:
+    # The settings restate the trainers' defaults for the README's table (the gateway must not
+    # import the trainers); this keeps the two from drifting apart.
+    defaults = Settings()
+    finetune = student_config("finetune", defaults)
+    distill = student_config("distill", defaults)
+    assert isinstance(finetune, FinetuneConfig) and isinstance(distill, DistillConfig)
+    assert finetune.max_length == FinetuneConfig.max_length
+    assert finetune.epochs == FinetuneConfig.epochs
+    assert distill.max_length == DistillConfig.max_length
+    assert distill.num_layers == DistillConfig.num_layers
+    probe = student_config("probe", defaults)
+    assert isinstance(probe, ProbeConfig) and probe.max_length == ProbeConfig.max_length
