@@ -685,7 +685,8 @@ def demo(
     report = run_demo(config, console)
     console.print(report_table(report))
     console.print(
-        f"Look around: UNDERSTUDY_DATA_DIR={report.config['data_dir']} understudy serve, "
+        f"Look around: UNDERSTUDY_DATA_DIR={report.config['data_dir']} "
+        f"UNDERSTUDY_TARGET_AGREEMENT={report.config['target_agreement']} understudy serve, "
         "then open http://127.0.0.1:8000/ui"
     )
 

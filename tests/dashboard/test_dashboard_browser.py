@@ -142,3 +142,26 @@ def test_review_queue_works_behind_admin_keys(
     # Challenges a browser answers from its credentials are fine; anything else is not.
     assert [f for f in failed if not f.startswith("401 ")] == []
     _assert_three_labelled(store, order)
+
+
+def test_a_worker_chosen_threshold_can_be_changed_from_the_form(
+    settings: Settings, store: Store, seeded: list[SeededCall]
+) -> None:
+    """The worker stores thresholds at full precision (a confidence on the held-out curve); the
+    form must submit one unchanged, which a fixed step would refuse as an invalid value."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    store.update_task_state("sentiment", threshold=0.7597987144364706, reason="worker")
+    with (
+        run_gateway(settings, store) as base_url,
+        sync_api.sync_playwright() as p,
+    ):
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        page = browser.new_page(viewport=VIEWPORT)
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(f"{base_url.removesuffix('/v1')}/ui/tasks/sentiment")
+        assert "0.760" in (page.text_content(".stats") or "")
+        page.fill("#threshold-form input[name=reason]", "keep the worker's threshold")
+        page.click("#threshold-form button")
+        page.wait_for_selector("#confirm")
+        assert "threshold 0.760 → 0.760" in (page.text_content("form.confirm") or "")
+        browser.close()
