@@ -68,6 +68,10 @@ def test_threshold_change(client: TestClient, store: Store) -> None:
     assert bad.status_code == 400
     cleared = client.post("/ui/tasks/sentiment/threshold", data={**form, "threshold": ""})
     assert cleared.status_code == 200 and store.task_state("sentiment").threshold is None
+    page = client.get("/ui/tasks/sentiment").text
+    assert "(the cascade answers nothing)" in page
+    # The audit log lists each change readably: the set threshold, then the cleared one.
+    assert "threshold 0.900" in page and "threshold none" in page
 
 
 def test_review_api_and_feedback_round_trip(

@@ -1,8 +1,10 @@
 """How the dashboard and its terminal mirror write numbers and facts: percentages, milliseconds,
-dollars, the graph a student serves, the switch policy's live evidence ("–" for a missing value)."""
+dollars, the graph a student serves, the switch policy's live evidence, the changes an event
+recorded ("–" for a missing value)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,3 +57,21 @@ def policy_live_evidence(mode: Mode, comparisons: int, agreements: int) -> str:
         f"{agreements:,}/{comparisons:,} {what} agree ({agreements / comparisons:.1%}) "
         "since the last mode change"
     )
+
+
+def event_changes(evidence: Mapping[str, Any]) -> str:
+    """What an event recorded, e.g. ``serving_version v8, threshold 0.760``: numbers between 0 and
+    1 (thresholds, rates, agreements) to three decimals, None as "none", anything nested as
+    JSON."""
+    parts = []
+    for name, value in evidence.items():
+        if value is None:
+            shown = "none"
+        elif isinstance(value, float):
+            shown = f"{value:.3f}" if 0.0 <= value <= 1.0 else f"{value:g}"
+        elif isinstance(value, str | int):
+            shown = str(value)
+        else:
+            shown = json.dumps(value)
+        parts.append(f"{name} {shown}")
+    return ", ".join(parts)

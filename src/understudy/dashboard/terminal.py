@@ -65,7 +65,7 @@ def print_task(
     facts.add_column()
     rows = [
         ("mode", o.mode.value),
-        ("threshold", "default" if o.threshold is None else f"{o.threshold:.3f}"),
+        ("threshold", "none" if o.threshold is None else f"{o.threshold:.3f}"),
         ("serving student", o.serving_version or "none"),
         ("calls (7 days)", f"{o.calls:,} ({o.calls_per_day:.0f}/day)"),
         ("student share", pct(o.student_share)),

@@ -20,7 +20,14 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from understudy.dashboard import charts
 from understudy.dashboard.auth import require_admin
-from understudy.dashboard.formatting import ms, pct, policy_live_evidence, served_graph, usd
+from understudy.dashboard.formatting import (
+    event_changes,
+    ms,
+    pct,
+    policy_live_evidence,
+    served_graph,
+    usd,
+)
 from understudy.errors import InvalidRequest, NotFound
 from understudy.routing.modes import Mode
 from understudy.settings import Settings
@@ -48,7 +55,7 @@ def _when(value: datetime | None) -> str:
     return "–" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
 
 
-_env.filters.update(pct=pct, ms=ms, when=_when, usd=usd)
+_env.filters.update(pct=pct, ms=ms, when=_when, usd=usd, changes=event_changes)
 _env.globals.update(served_graph=served_graph)
 
 
@@ -219,8 +226,8 @@ async def change_mode(request: Request, key: str) -> HTMLResponse | RedirectResp
 
 @router.post("/tasks/{key}/threshold", response_model=None)
 async def change_threshold(request: Request, key: str) -> HTMLResponse | RedirectResponse:
-    """Set (or clear, with an empty value) a task's cascade threshold, with the same
-    confirmation step as the mode; recorded as a ``state`` event by
+    """Set (or clear, with an empty value: the cascade then answers nothing) a task's cascade
+    threshold, with the same confirmation step as the mode; recorded as a ``state`` event by
     ``Store.update_task_state``."""
     form = await _form(request)
     store = _store(request)
@@ -235,9 +242,9 @@ async def change_threshold(request: Request, key: str) -> HTMLResponse | Redirec
     if not reason:
         raise InvalidRequest("a reason is required; it goes into the task's audit log")
     current = store.task_state(key)
-    shown = "default" if threshold is None else f"{threshold:.3f}"
+    shown = "none" if threshold is None else f"{threshold:.3f}"
     if form.get("confirm") != "yes":
-        before = "default" if current.threshold is None else f"{current.threshold:.3f}"
+        before = "none" if current.threshold is None else f"{current.threshold:.3f}"
         return _page(
             "confirm.html",
             nav="tasks",
