@@ -24,7 +24,7 @@ def tasks_table(overviews: list[q.TaskOverview]) -> Table:
         "mode",
         "calls/day",
         "student share",
-        "agreement",
+        "student vs teacher",
         "labelled",
         "cost avoided",
     ):
