@@ -443,14 +443,7 @@ def show_task(name: Annotated[str, typer.Argument(help="Task key.")]) -> None:
     console = Console()
     settings = Settings()
     try:
-        print_task(
-            console,
-            open_store(settings),
-            name,
-            settings.first_train_labels,
-            settings.live_window,
-            settings.model_prices,
-        )
+        print_task(console, open_store(settings), name, settings)
     except UnderstudyError as exc:
         console.print(f"[red]{exc.message}[/red]")
         raise typer.Exit(1) from exc
@@ -485,6 +478,52 @@ def set_mode(
         console.print(f"[red]{exc.message}[/red]")
         raise typer.Exit(1) from exc
     console.print(f"{task}: {before.value} → {state.mode.value}")
+
+
+@app.command("tune")
+def tune_task(
+    task: Annotated[str, typer.Argument(help="Task key.")],
+    target_agreement: Annotated[
+        str | None,
+        typer.Option(help="Agreement the task's student must keep, or 'default' (the settings')."),
+    ] = None,
+    audit_rate: Annotated[
+        str | None,
+        typer.Option(help="Share of student answers the teacher audits, or 'default'."),
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why; recorded in the task's audit log.")] = (
+        "set by an operator"
+    ),
+) -> None:
+    """Set a task's own target agreement and audit rate (recorded as an event with the reason)."""
+    from rich.console import Console
+
+    from understudy.dashboard.formatting import task_knob
+    from understudy.errors import UnderstudyError
+    from understudy.routing.overrides import parse_audit_rate, parse_target_agreement
+    from understudy.settings import Settings
+    from understudy.store import open_store
+
+    console = Console()
+    if target_agreement is None and audit_rate is None:
+        console.print("[red]nothing to change: give --target-agreement and/or --audit-rate[/red]")
+        raise typer.Exit(2)
+    settings = Settings()
+    try:
+        changes: dict[str, Any] = {}  # only what was given: the rest keeps its value
+        if target_agreement is not None:
+            changes["target_agreement"] = parse_target_agreement(target_agreement)
+        if audit_rate is not None:
+            changes["audit_rate"] = parse_audit_rate(audit_rate)
+        state = open_store(settings).update_task_state(task, reason=f"{reason} (cli)", **changes)
+    except UnderstudyError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(
+        f"{task}: target agreement "
+        f"{task_knob(state.target_agreement, settings.target_agreement)}, "
+        f"audit rate {task_knob(state.audit_rate, settings.audit_rate)}"
+    )
 
 
 @app.command("review")
@@ -636,9 +675,15 @@ def _demo_config(
 ) -> DemoConfig:
     from understudy.demo import DemoConfig
     from understudy.replay import SCENARIOS
+    from understudy.settings import TARGET_AGREEMENT_RANGE
 
     if dataset not in SCENARIOS:
         raise typer.BadParameter(f"choose one of {', '.join(SCENARIOS)}", param_hint="--dataset")
+    low, high = TARGET_AGREEMENT_RANGE
+    if not low < target_agreement < high:
+        raise typer.BadParameter(
+            f"must be above {low} and below {high}", param_hint="--target-agreement"
+        )
     return DemoConfig(
         dataset=dataset,  # type: ignore[arg-type]  # checked against SCENARIOS above
         calls=calls,
@@ -658,7 +703,7 @@ TeacherLatencyOption = Annotated[
     float, typer.Option(min=0, help="The fake teacher's delay per answer (ms).")
 ]
 TargetOption = Annotated[
-    float, typer.Option(min=0.5, max=1.0, help="Agreement the student must keep.")
+    float, typer.Option(help="Agreement the student must keep (above 0.5, below 1).")
 ]
 
 

@@ -23,6 +23,12 @@ from pydantic_settings import (
 
 CONFIG_FILE_ENV = "UNDERSTUDY_CONFIG"
 DEFAULT_CONFIG_FILE = "understudy.toml"
+TARGET_AGREEMENT_RANGE = (0.5, 1.0)
+"""Targets a student can be held to, both ends excluded: 0.5 is chance on two labels, and no
+confidence bound ever confirms 1.0."""
+AUDIT_RATE_RANGE = (0.0, 1.0)
+"""Audit rates, both ends included: 0 audits nothing (live rollback then never fires), 1 audits
+every student answer."""
 
 
 class Settings(BaseSettings):
@@ -120,13 +126,18 @@ class Settings(BaseSettings):
     # --- switch loop (routing and the worker) ---
     target_agreement: float = Field(
         0.98,
+        gt=TARGET_AGREEMENT_RANGE[0],
+        lt=TARGET_AGREEMENT_RANGE[1],
         description="Agreement with the teacher a student must keep on the calls it answers "
-        "(per-task override in the store).",
+        "(per task: `understudy tune`, or the dashboard's task page).",
     )
     audit_rate: float = Field(
         0.05,
+        ge=AUDIT_RATE_RANGE[0],
+        le=AUDIT_RATE_RANGE[1],
         description="Fraction of student-answered calls also sent to the teacher in the "
-        "background to measure live agreement.",
+        "background to measure live agreement (per task: `understudy tune`, or the dashboard's "
+        "task page).",
     )
     heldout_fraction: float = Field(
         0.2, description="Fraction of calls kept out of training for evaluation (by call-id hash)."

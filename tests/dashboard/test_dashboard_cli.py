@@ -96,3 +96,32 @@ def test_export_to_a_file_and_stdout(
         "call_id",
     }
     assert runner.invoke(app, ["export", "sentiment", "--format", "xml"]).exit_code == 2
+
+
+def test_tune_sets_a_tasks_own_target_and_audit_rate(
+    store: Store, seeded: list[SeededCall]
+) -> None:
+    result = runner.invoke(
+        app, ["tune", "sentiment", "--target-agreement", "0.95", "--reason", "noisy labels"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "target agreement 0.95, audit rate 0.05 (default)" in result.output
+    state = store.task_state("sentiment")
+    assert (state.target_agreement, state.audit_rate) == (0.95, None)
+    event = store.events("sentiment", limit=1)[0]
+    assert event.reason == "noisy labels (cli)" and event.evidence == {"target_agreement": 0.95}
+    shown = runner.invoke(app, ["task", "sentiment"]).output
+    assert "0.95" in shown and "0.05 (default)" in shown
+
+    cleared = runner.invoke(
+        app, ["tune", "sentiment", "--target-agreement", "default", "--audit-rate", "0.2"]
+    )
+    assert cleared.exit_code == 0, cleared.output
+    state = store.task_state("sentiment")
+    assert (state.target_agreement, state.audit_rate) == (None, 0.2)
+
+    for option, value in (("target-agreement", "1"), ("audit-rate", "1.5"), ("audit-rate", "x")):
+        refused = runner.invoke(app, ["tune", "sentiment", f"--{option}", value])
+        assert refused.exit_code == 1 and option.replace("-", "_") in refused.output
+    assert runner.invoke(app, ["tune", "sentiment"]).exit_code == 2
+    assert store.task_state("sentiment").audit_rate == 0.2  # refusals changed nothing

@@ -74,6 +74,24 @@ def test_threshold_change(client: TestClient, store: Store) -> None:
     assert "threshold 0.900" in page and "threshold none" in page
 
 
+def test_target_and_audit_rate_change(client: TestClient, store: Store) -> None:
+    form = {"target_agreement": "0.95", "audit_rate": "", "reason": "noisy labels"}
+    first = client.post("/ui/tasks/sentiment/knobs", data=form)
+    assert first.status_code == 200
+    assert "target agreement 0.98 (default)" in first.text  # before → after, to confirm
+    assert store.task_state("sentiment").target_agreement is None
+    done = client.post("/ui/tasks/sentiment/knobs", data={**form, "confirm": "yes"})
+    assert done.status_code == 200  # followed to the task page
+    state = store.task_state("sentiment")
+    assert (state.target_agreement, state.audit_rate) == (0.95, None)
+    assert "target agreement 0.95 · audit rate 0.05 (default)" in done.text
+    assert store.events("sentiment", limit=1)[0].reason == "noisy labels (dashboard)"
+    for bad in ({"target_agreement": "0.4"}, {"audit_rate": "-1"}, {"reason": ""}):
+        refused = client.post("/ui/tasks/sentiment/knobs", data={**form, **bad, "confirm": "yes"})
+        assert refused.status_code == 400, bad
+    assert store.task_state("sentiment").target_agreement == 0.95
+
+
 def test_review_api_and_feedback_round_trip(
     client: TestClient, store: Store, seeded: list[SeededCall]
 ) -> None:

@@ -75,3 +75,8 @@ def event_changes(evidence: Mapping[str, Any]) -> str:
             shown = json.dumps(value)
         parts.append(f"{name} {shown}")
     return ", ".join(parts)
+
+
+def task_knob(value: float | None, default: float) -> str:
+    """A per-task knob as it applies: its own value, or the settings' marked "(default)"."""
+    return f"{default:g} (default)" if value is None else f"{value:g}"

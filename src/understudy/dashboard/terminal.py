@@ -3,14 +3,22 @@ keyboard review queue of ``understudy review`` (the CLI commands only parse and 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from understudy.dashboard.formatting import ms, pct, policy_live_evidence, served_graph, usd
+from understudy.dashboard.formatting import (
+    ms,
+    pct,
+    policy_live_evidence,
+    served_graph,
+    task_knob,
+    usd,
+)
+from understudy.settings import Settings
 from understudy.store import Store, switch
 from understudy.store import queries as q
 from understudy.tasks import LabelSource
@@ -47,25 +55,23 @@ def tasks_table(overviews: list[q.TaskOverview]) -> Table:
     return table
 
 
-def print_task(
-    console: Console,
-    store: Store,
-    key: str,
-    min_labels: int,
-    live_window: int,
-    prices: Mapping[str, Sequence[float]] | None = None,
-) -> None:
-    """One task: its overview, latency, serving student, recent runs and events; ``prices``
-    (``Settings.model_prices``) price the teacher cost avoided; ``live_window``
-    (``Settings.live_window``) bounds the policy's live evidence as the worker reads it."""
-    o = q.task_overview(store, key, min_labels=min_labels, prices=prices)
-    live = switch.policy_live_agreement(store, store.task_state(key, o.version), live_window)
+def print_task(console: Console, store: Store, key: str, settings: Settings) -> None:
+    """One task: its overview, its policy knobs and live evidence, latency, serving student,
+    recent runs and events (``settings``: the defaults its own knobs override, prices, the live
+    window the worker reads)."""
+    o = q.task_overview(
+        store, key, min_labels=settings.first_train_labels, prices=settings.model_prices
+    )
+    state = store.task_state(key, o.version)
+    live = switch.policy_live_agreement(store, state, settings.live_window)
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
     facts.add_column()
     rows = [
         ("mode", o.mode.value),
         ("threshold", "none" if o.threshold is None else f"{o.threshold:.3f}"),
+        ("target agreement", task_knob(state.target_agreement, settings.target_agreement)),
+        ("audit rate", task_knob(state.audit_rate, settings.audit_rate)),
         ("serving student", o.serving_version or "none"),
         ("calls (7 days)", f"{o.calls:,} ({o.calls_per_day:.0f}/day)"),
         ("student share", pct(o.student_share)),

@@ -26,10 +26,12 @@ from understudy.dashboard.formatting import (
     pct,
     policy_live_evidence,
     served_graph,
+    task_knob,
     usd,
 )
 from understudy.errors import InvalidRequest, NotFound
 from understudy.routing.modes import Mode
+from understudy.routing.overrides import parse_audit_rate, parse_target_agreement
 from understudy.settings import Settings
 from understudy.store import Store, switch
 from understudy.store import queries as q
@@ -135,6 +137,12 @@ def task_page(
         modes=[m.value for m in Mode],
         target=target,
         live_evidence=policy_live_evidence(state.mode, *live),
+        state=state,
+        knobs={
+            "target agreement": task_knob(state.target_agreement, settings.target_agreement),
+            "audit rate": task_knob(state.audit_rate, settings.audit_rate),
+        },
+        defaults={"target_agreement": settings.target_agreement, "audit_rate": settings.audit_rate},
         message=message,
     )
 
@@ -255,6 +263,45 @@ async def change_threshold(request: Request, key: str) -> HTMLResponse | Redirec
         )
     store.update_task_state(key, threshold=threshold, reason=f"{reason} (dashboard)")
     return _redirect(key, f"threshold set to {shown}")
+
+
+@router.post("/tasks/{key}/knobs", response_model=None)
+async def change_knobs(request: Request, key: str) -> HTMLResponse | RedirectResponse:
+    """Set a task's own target agreement and audit rate (an empty value: the settings' applies),
+    with the same confirmation step as the mode; recorded as a ``state`` event by
+    ``Store.update_task_state``."""
+    form = await _form(request)
+    store = _store(request)
+    settings = _settings(request)
+    raw_target = form.get("target_agreement", "")
+    raw_audit = form.get("audit_rate", "")
+    target = parse_target_agreement(raw_target)
+    audit = parse_audit_rate(raw_audit)
+    reason = form.get("reason", "").strip()
+    if not reason:
+        raise InvalidRequest("a reason is required; it goes into the task's audit log")
+    shown = (
+        f"target agreement {task_knob(target, settings.target_agreement)}, "
+        f"audit rate {task_knob(audit, settings.audit_rate)}"
+    )
+    if form.get("confirm") != "yes":
+        current = store.task_state(key)
+        before = (
+            f"target agreement {task_knob(current.target_agreement, settings.target_agreement)}, "
+            f"audit rate {task_knob(current.audit_rate, settings.audit_rate)}"
+        )
+        return _page(
+            "confirm.html",
+            nav="tasks",
+            key=key,
+            action=f"/ui/tasks/{key}/knobs",
+            change=f"{before} → {shown}",
+            fields={"target_agreement": raw_target, "audit_rate": raw_audit, "reason": reason},
+        )
+    store.update_task_state(
+        key, target_agreement=target, audit_rate=audit, reason=f"{reason} (dashboard)"
+    )
+    return _redirect(key, f"set {shown}")
 
 
 def _label_filter(label: str) -> tuple[str, str] | None:

@@ -1,0 +1,49 @@
+"""Per-task overrides of the switch policy's knobs: the target agreement and the audit rate.
+
+They are stored on the task (None: the settings' value applies). People set them with
+``understudy tune`` or on the dashboard's task page; both parse the values here, so a task takes
+exactly the values the settings would.
+"""
+
+from __future__ import annotations
+
+from understudy.errors import InvalidRequest
+from understudy.settings import AUDIT_RATE_RANGE, TARGET_AGREEMENT_RANGE
+
+DEFAULT_WORDS = ("", "default")
+"""Text that clears an override, so the settings' value applies again."""
+
+
+def parse_target_agreement(raw: str) -> float | None:
+    """A task's target agreement from text: None for "" or "default", else a probability strictly
+    between 0.5 and 1; raises ``InvalidRequest`` otherwise."""
+    value = _number("target_agreement", raw)
+    low, high = TARGET_AGREEMENT_RANGE
+    if value is not None and not low < value < high:
+        raise InvalidRequest(
+            f"target_agreement must be above {low} and below {high}, got {value}",
+            param="target_agreement",
+        )
+    return value
+
+
+def parse_audit_rate(raw: str) -> float | None:
+    """A task's audit rate from text: None for "" or "default", else a fraction from 0 to 1;
+    raises ``InvalidRequest`` otherwise."""
+    value = _number("audit_rate", raw)
+    low, high = AUDIT_RATE_RANGE
+    if value is not None and not low <= value <= high:
+        raise InvalidRequest(
+            f"audit_rate must be from {low} to {high}, got {value}", param="audit_rate"
+        )
+    return value
+
+
+def _number(name: str, raw: str) -> float | None:
+    text = raw.strip().lower()
+    if text in DEFAULT_WORDS:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise InvalidRequest(f"{name} {raw!r} is not a number (or 'default')", param=name) from None
