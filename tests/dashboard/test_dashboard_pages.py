@@ -90,6 +90,12 @@ def test_target_and_audit_rate_change(client: TestClient, store: Store) -> None:
         refused = client.post("/ui/tasks/sentiment/knobs", data={**form, **bad, "confirm": "yes"})
         assert refused.status_code == 400, bad
     assert store.task_state("sentiment").target_agreement == 0.95
+    client.post(
+        "/ui/tasks/sentiment/knobs",
+        data={"target_agreement": "", "audit_rate": "", "reason": "back", "confirm": "yes"},
+    )
+    page = client.get("/ui/tasks/sentiment").text
+    assert "target_agreement default, audit_rate default" in page  # the audit log's entry
 
 
 def test_review_api_and_feedback_round_trip(

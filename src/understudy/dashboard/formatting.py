@@ -59,14 +59,18 @@ def policy_live_evidence(mode: Mode, comparisons: int, agreements: int) -> str:
     )
 
 
+SETTINGS_DEFAULTED = frozenset({"target_agreement", "audit_rate"})
+"""Per-task knobs whose None means the settings' value applies (see ``routing.overrides``)."""
+
+
 def event_changes(evidence: Mapping[str, Any]) -> str:
     """What an event recorded, e.g. ``serving_version v8, threshold 0.760``: numbers between 0 and
-    1 (thresholds, rates, agreements) to three decimals, None as "none", anything nested as
-    JSON."""
+    1 (thresholds, rates, agreements) to three decimals, None as "none" (or "default" for a knob
+    that falls back to the settings), anything nested as JSON."""
     parts = []
     for name, value in evidence.items():
         if value is None:
-            shown = "none"
+            shown = "default" if name in SETTINGS_DEFAULTED else "none"
         elif isinstance(value, float):
             shown = f"{value:.3f}" if 0.0 <= value <= 1.0 else f"{value:g}"
         elif isinstance(value, str | int):
