@@ -3,6 +3,8 @@ with the keyboard; screenshots of each page go into the test's tmp dir."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,23 @@ VIEWPORT = {"width": 1366, "height": 900}
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install)"
 )
+
+
+@contextmanager
+def _dashboard_page(settings: Settings, store: Store) -> Iterator[tuple[Any, str]]:
+    """A Chromium page and the root URL of a gateway serving ``store``'s dashboard."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with (
+        run_gateway(settings, store) as base_url,
+        sync_api.sync_playwright() as p,
+    ):
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        page = browser.new_page(viewport=VIEWPORT)
+        page.set_default_timeout(TIMEOUT_MS)
+        try:
+            yield page, base_url.removesuffix("/v1")
+        finally:
+            browser.close()
 
 
 def _human_labels(store: Store) -> dict[str, str]:
@@ -89,18 +108,10 @@ def _assert_three_labelled(store: Store, order: list[str | None]) -> None:
 def test_label_three_calls_with_the_keyboard(
     settings: Settings, store: Store, seeded: list[SeededCall], tmp_path: Path
 ) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with (
-        run_gateway(settings, store) as base_url,
-        sync_api.sync_playwright() as p,
-    ):
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        page = browser.new_page(viewport=VIEWPORT)
-        page.set_default_timeout(TIMEOUT_MS)
+    with _dashboard_page(settings, store) as (page, root):
         errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))
-        order = _label_three_calls(page, base_url.removesuffix("/v1"), tmp_path)
-        browser.close()
+        order = _label_three_calls(page, root, tmp_path)
     assert errors == []
     _assert_three_labelled(store, order)
 
@@ -149,19 +160,11 @@ def test_a_worker_chosen_threshold_can_be_changed_from_the_form(
 ) -> None:
     """The worker stores thresholds at full precision (a confidence on the held-out curve); the
     form must submit one unchanged, which a fixed step would refuse as an invalid value."""
-    sync_api = pytest.importorskip("playwright.sync_api")
     store.update_task_state("sentiment", threshold=0.7597987144364706, reason="worker")
-    with (
-        run_gateway(settings, store) as base_url,
-        sync_api.sync_playwright() as p,
-    ):
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        page = browser.new_page(viewport=VIEWPORT)
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(f"{base_url.removesuffix('/v1')}/ui/tasks/sentiment")
+    with _dashboard_page(settings, store) as (page, root):
+        page.goto(f"{root}/ui/tasks/sentiment")
         assert "0.760" in (page.text_content(".stats") or "")
         page.fill("#threshold-form input[name=reason]", "keep the worker's threshold")
         page.click("#threshold-form button")
         page.wait_for_selector("#confirm")
         assert "threshold 0.760 → 0.760" in (page.text_content("form.confirm") or "")
-        browser.close()
