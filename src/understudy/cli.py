@@ -256,7 +256,10 @@ def train(
         int | None, typer.Option(help="Longest input in tokens (probe/finetune/distill).")
     ] = None,
     target: Annotated[
-        float | None, typer.Option(help="Agreement target for the threshold (setting default).")
+        float | None,
+        typer.Option(
+            help="Agreement target for the threshold (default: the task's own, else the setting)."
+        ),
     ] = None,
     layers: Annotated[
         int | None, typer.Option(help="Encoder layers kept (finetune: all, distill: 4).")
@@ -274,6 +277,7 @@ def train(
 
     from understudy.errors import UnderstudyError
     from understudy.evaluation.render import report_table, threshold_line
+    from understudy.routing.overrides import task_target
     from understudy.serving.registry import ModelRegistry
     from understudy.settings import Settings
     from understudy.store import open_store
@@ -284,6 +288,11 @@ def train(
     store = None if data is not None else open_store(settings)
     try:
         examples = task_data(task, settings, data=data, store=store)
+        default_target = (
+            settings.target_agreement
+            if store is None
+            else task_target(store.task_state(task, examples.task.version), settings)
+        )
         registry = ModelRegistry(settings.models_dir)
         if student == "distill" and assistant is None:
             assistant = registry.newest_of_kind(task, examples.task.version, "finetune")
@@ -309,7 +318,7 @@ def train(
             examples,
             registry,
             config=config,
-            target_agreement=target if target is not None else settings.target_agreement,
+            target_agreement=target if target is not None else default_target,
             store=store,
         )
     except UnderstudyError as exc:
@@ -333,7 +342,10 @@ def eval_student(
     ] = None,
     backend: Annotated[str, typer.Option(help="auto | torch | onnx | onnx-fp32")] = "auto",
     target: Annotated[
-        float | None, typer.Option(help="Agreement target for the threshold (setting default).")
+        float | None,
+        typer.Option(
+            help="Agreement target for the threshold (default: the task's own, else the setting)."
+        ),
     ] = None,
 ) -> None:
     """Evaluate a published student on the held-out calls (or a JSONL file) and show its curve."""
@@ -342,6 +354,7 @@ def eval_student(
     from understudy.errors import UnderstudyError
     from understudy.evaluation import evaluate
     from understudy.evaluation.render import report_table, threshold_line
+    from understudy.routing.overrides import task_target
     from understudy.serving.artifact import StudentManifest
     from understudy.serving.loader import Backend
     from understudy.serving.registry import ModelRegistry
@@ -361,16 +374,14 @@ def eval_student(
         loaded = registry.load(task, chosen, backend=cast(Backend, backend))
         manifest = StudentManifest.read(registry.path(task, chosen))
         spec = Task(key=task, version=manifest.task_version, schema={}, heads=manifest.heads)
+        default_target = settings.target_agreement
         if data is not None:
             heldout = read_examples(data)
         else:
-            heldout = open_store(settings).examples(task, manifest.task_version, heldout=True)
-        report = evaluate(
-            loaded,
-            spec,
-            heldout,
-            target if target is not None else settings.target_agreement,
-        )
+            store = open_store(settings)
+            heldout = store.examples(task, manifest.task_version, heldout=True)
+            default_target = task_target(store.task_state(task, manifest.task_version), settings)
+        report = evaluate(loaded, spec, heldout, target if target is not None else default_target)
     except UnderstudyError as exc:
         console.print(f"[red]{exc.message}[/red]")
         raise typer.Exit(1) from exc

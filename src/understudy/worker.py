@@ -45,6 +45,7 @@ from understudy.routing import (
     SwitchKnobs,
     decide_mode_change,
 )
+from understudy.routing.overrides import task_target
 from understudy.serving.loader import load_student
 from understudy.serving.onnx_export import export_onnx
 from understudy.serving.registry import ModelRegistry
@@ -77,7 +78,7 @@ class WorkerAction:
 def knobs_from(settings: Settings, state: TaskState) -> SwitchKnobs:
     """The policy thresholds for a task: its own target agreement, else the settings'."""
     return SwitchKnobs(
-        target_agreement=state.target_agreement or settings.target_agreement,
+        target_agreement=task_target(state, settings),
         min_heldout=settings.min_heldout_for_switch,
         min_coverage_for_cascade=settings.min_coverage_for_cascade,
         full_coverage_for_student=settings.full_coverage_for_student,
@@ -269,7 +270,7 @@ class Worker:
         # Checked before the due kinds are read: a run that ends in between must not look due.
         lane_idle = not self._lane.busy
         labelled, due = self.due_kinds(task)
-        target = state.target_agreement or self.settings.target_agreement
+        target = task_target(state, self.settings)
         actions = []
         for kind in due:
             if kind not in ENCODER_KINDS or not background:

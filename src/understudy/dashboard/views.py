@@ -31,7 +31,7 @@ from understudy.dashboard.formatting import (
 )
 from understudy.errors import InvalidRequest, NotFound
 from understudy.routing.modes import Mode
-from understudy.routing.overrides import parse_audit_rate, parse_target_agreement
+from understudy.routing.overrides import parse_audit_rate, parse_target_agreement, task_target
 from understudy.settings import Settings
 from understudy.store import Store, switch
 from understudy.store import queries as q
@@ -120,7 +120,7 @@ def task_page(
     series = q.timeseries(store, key, bucket_s=bucket_s, buckets=buckets)
     serving = q.serving_metrics(store, key)
     state = store.task_state(key)
-    target = state.target_agreement or settings.target_agreement
+    target = task_target(state, settings)
     live = switch.policy_live_agreement(store, state, settings.live_window)
     return _page(
         "task.html",

@@ -8,10 +8,16 @@ exactly the values the settings would.
 from __future__ import annotations
 
 from understudy.errors import InvalidRequest
-from understudy.settings import AUDIT_RATE_RANGE, TARGET_AGREEMENT_RANGE
+from understudy.settings import AUDIT_RATE_RANGE, TARGET_AGREEMENT_RANGE, Settings
+from understudy.store.records import TaskState
 
 DEFAULT_WORDS = ("", "default")
 """Text that clears an override, so the settings' value applies again."""
+
+
+def task_target(state: TaskState, settings: Settings) -> float:
+    """The target agreement a task is held to: its own, else the settings'."""
+    return state.target_agreement or settings.target_agreement
 
 
 def parse_target_agreement(raw: str) -> float | None:
