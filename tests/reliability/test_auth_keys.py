@@ -97,19 +97,21 @@ def test_every_route_rejects_a_missing_or_wrong_key(http: TestClient, keys: dict
         assert "Bearer" in missing.headers["www-authenticate"]
 
 
-def test_client_keys_call_the_api_and_admin_keys_open_the_dashboard(
+def test_client_keys_call_the_api_and_admin_keys_open_the_dashboard_and_admin_api(
     http: TestClient, keys: dict[str, str], teacher: FakeTeacher
 ) -> None:
     client, admin = _bearer(keys["client"]), _bearer(keys["admin"])
     answer = http.post("/v1/chat/completions", json=sentiment_request("good"), headers=client)
     assert answer.status_code == 200
     assert http.get("/metrics", headers=client).status_code == 200
-    for method, path in _routes(http):
-        if path.startswith("/ui"):
-            forbidden = http.request(method, path, headers=client)
-            assert forbidden.status_code == 403, path
-            assert forbidden.json()["error"]["type"] == "permission_error"
+    admin_routes = [(m, p) for m, p in _routes(http) if p.startswith(("/ui", "/admin"))]
+    assert any(p.startswith("/admin") for _, p in admin_routes)
+    for method, path in admin_routes:
+        forbidden = http.request(method, path, headers=client)
+        assert forbidden.status_code == 403, path
+        assert forbidden.json()["error"]["type"] == "permission_error"
     assert http.get("/ui/tasks", headers=admin).status_code == 200
+    assert http.get("/admin/tasks", headers=admin).status_code == 200
     # A browser sends the key as HTTP Basic password (after the 401's Basic challenge).
     basic = base64.b64encode(f"ops:{keys['admin']}".encode()).decode()
     assert http.get("/ui/tasks", headers={"authorization": f"Basic {basic}"}).status_code == 200

@@ -31,7 +31,12 @@ from understudy.dashboard.formatting import (
 )
 from understudy.errors import InvalidRequest, NotFound
 from understudy.routing.modes import Mode
-from understudy.routing.overrides import parse_audit_rate, parse_target_agreement, task_target
+from understudy.routing.overrides import (
+    check_threshold,
+    parse_audit_rate,
+    parse_target_agreement,
+    task_target,
+)
 from understudy.settings import Settings
 from understudy.store import Store, switch
 from understudy.store import queries as q
@@ -244,8 +249,7 @@ async def change_threshold(request: Request, key: str) -> HTMLResponse | Redirec
         threshold = float(raw) if raw else None
     except ValueError:
         raise InvalidRequest(f"threshold {raw!r} is not a number", param="threshold") from None
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise InvalidRequest("threshold must be between 0 and 1", param="threshold")
+    check_threshold(threshold)
     reason = form.get("reason", "").strip()
     if not reason:
         raise InvalidRequest("a reason is required; it goes into the task's audit log")

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from understudy import __version__
 from understudy.dashboard import router as dashboard_router
-from understudy.gateway import chat, classify, feedback, health, models
+from understudy.gateway import admin, chat, classify, feedback, health, models
 from understudy.gateway.auth import AuthMiddleware, KeyCache
 from understudy.gateway.errors import install_error_handlers
 from understudy.gateway.middleware import RequestIdMiddleware
@@ -88,7 +88,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.add_middleware(RequestIdMiddleware)
     # Added after RequestIdMiddleware so it wraps it and also counts the 500s that one renders.
     install_metrics(app, store)
-    for module in (chat, classify, models, feedback, health):
+    for module in (chat, classify, models, feedback, health, admin):
         app.include_router(module.router)
     app.include_router(dashboard_router)
     return app

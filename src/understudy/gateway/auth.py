@@ -3,7 +3,7 @@
 Auth is off until the first key is created (``understudy keys create``); from then on every
 route but ``/healthz`` needs a key, also after every key was revoked (revoking the last key must
 not open the gateway). Client keys call the API; admin keys also open the dashboard (``/ui``),
-and ``/metrics`` or ``/v1/feedback`` when the settings say so.
+the admin API (``/admin``), and ``/metrics`` or ``/v1/feedback`` when the settings say so.
 
 A key is presented as ``Authorization: Bearer <key>`` (what the openai client sends as its
 ``api_key``), as the password of HTTP Basic auth (what a browser sends for the dashboard), or as
@@ -52,6 +52,8 @@ KEY_HEADER = "x-understudy-key"
 # Paths anyone may call: liveness probes must work without credentials.
 OPEN_PREFIXES = ("/health",)
 DASHBOARD_PREFIX = "/ui"
+ADMIN_API_PREFIX = "/admin"
+ADMIN_PREFIXES = (DASHBOARD_PREFIX + "/", ADMIN_API_PREFIX + "/")
 REALM = 'realm="understudy"'
 KEY_RETRY_S = 1.0
 """Least seconds between re-reads of the keys while the database fails."""
@@ -69,7 +71,7 @@ def required_access(path: str, settings: Settings) -> Access:
     """The access a request path needs (see the module docstring)."""
     if path.startswith(OPEN_PREFIXES):
         return Access.OPEN
-    if path == DASHBOARD_PREFIX or path.startswith(DASHBOARD_PREFIX + "/"):
+    if path.startswith(ADMIN_PREFIXES) or path in (DASHBOARD_PREFIX, ADMIN_API_PREFIX):
         return Access.ADMIN
     if path == "/metrics" and settings.metrics_require_admin:
         return Access.ADMIN
