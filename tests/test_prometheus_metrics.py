@@ -11,10 +11,13 @@ import openai
 from prometheus_client.parser import text_string_to_metric_families
 
 from understudy.metrics import GatewayMetrics
+from understudy.routing.modes import Mode
 from understudy.settings import Settings
-from understudy.store import open_store
+from understudy.store import CallKind, CallRecord, open_store, switch
+from understudy.tasks import detect_task
 from understudy.testing.fake_teacher import FakeTeacher, run_fake_teacher
 from understudy.testing.gateway import run_gateway
+from worker_support import REQUEST
 
 SCHEMA = {
     "type": "object",
@@ -106,4 +109,42 @@ def test_store_gauges_and_confidence_histogram(tmp_path: Path) -> None:
     )
     # Another app in the same process has its own, untouched registry.
     assert "understudy_student_confidence_count{" not in GatewayMetrics().exposition().decode()
+    store.close()
+
+
+def test_policy_live_evidence_gauges(tmp_path: Path) -> None:
+    """The audited answers the switch policy judges a cascade task by: 2 of 3 agreed."""
+    store = open_store(Settings(data_dir=tmp_path / "data"))
+    spec = detect_task(REQUEST)
+    assert spec is not None
+    task = store.register_task(spec)
+    store.update_task_state("review", serving_version="v1", reason="test")
+    store.set_mode("review", Mode.CASCADE, "test")
+    for i, teacher_label in enumerate(["positive", "positive", "negative"]):
+        call_id = f"student-{i}"
+        store.record_call(
+            CallRecord(
+                id=call_id,
+                kind=CallKind.CLASSIFICATION,
+                request=REQUEST,
+                response={},
+                status_code=200,
+                task=task,
+                user_text="great film",
+                input_text="great film",
+                labels={"sentiment": "positive"},
+                answered_by="student",
+                student_version="v1",
+                confidence=0.99,
+            )
+        )
+        switch.record_audit(store, call_id, {"sentiment": teacher_label}, teacher_model="t")
+    text = GatewayMetrics(store, live_window=300).exposition().decode()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert _total(samples, "understudy_policy_live_compared", task="review") == 3
+    assert _total(samples, "understudy_policy_live_agreement", task="review") == 2 / 3
     store.close()

@@ -24,7 +24,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from understudy.store import Store
+from understudy.store import Store, switch
 from understudy.store import queries as q
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ CONFIDENCE_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.975, 0.99, 1.0)
 class GatewayMetrics:
     """The metrics of one app, in their own registry."""
 
-    def __init__(self, store: Store | None = None) -> None:
+    def __init__(self, store: Store | None = None, *, live_window: int | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "understudy_requests",
@@ -65,7 +65,7 @@ class GatewayMetrics:
             registry=self.registry,
         )
         if store is not None:
-            self.registry.register(StoreCollector(store))
+            self.registry.register(StoreCollector(store, live_window))
 
     def observe(
         self, task: str, side: str, status: int, seconds: float, confidence: float | None
@@ -83,10 +83,12 @@ class GatewayMetrics:
 
 class StoreCollector(Collector):
     """Gauges read from the store at each scrape: live agreement, review-queue depth, training
-    runs by status, and the mode of each task."""
+    runs by status, the mode of each task and, given the worker's ``live_window``, the live
+    evidence the switch policy judges each task by (``switch.policy_live_agreement``)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, live_window: int | None = None) -> None:
         self.store = store
+        self.live_window = live_window
 
     def collect(self) -> Iterator[Metric]:
         agreement = GaugeMetricFamily(
@@ -113,6 +115,17 @@ class StoreCollector(Collector):
         mode = GaugeMetricFamily(
             "understudy_task_mode", "1 for the mode each task is in.", labels=["task", "mode"]
         )
+        policy_compared = GaugeMetricFamily(
+            "understudy_policy_live_compared",
+            "Comparisons the switch policy judges a task by: its serving student's audited "
+            "answers (in shadow: predictions) since the last mode change, the newest live_window.",
+            labels=["task"],
+        )
+        policy_agreement = GaugeMetricFamily(
+            "understudy_policy_live_agreement",
+            "Share of understudy_policy_live_compared where student and teacher agreed.",
+            labels=["task"],
+        )
         try:
             for task in q.task_gauges(self.store):
                 compared.add_metric([task.key], task.compared)
@@ -120,6 +133,12 @@ class StoreCollector(Collector):
                     agreement.add_metric([task.key], task.agreed / task.compared)
                 depth.add_metric([task.key], task.review_depth)
                 mode.add_metric([task.key, task.mode.value], 1)
+                if self.live_window is not None:
+                    state = self.store.task_state(task.key)
+                    live = switch.policy_live_agreement(self.store, state, self.live_window)
+                    policy_compared.add_metric([task.key], live[0])
+                    if live[0]:
+                        policy_agreement.add_metric([task.key], live[1] / live[0])
             for (key, status), count in q.training_run_counts(self.store).items():
                 runs.add_metric([key, status], count)
         except Exception:
@@ -127,6 +146,8 @@ class StoreCollector(Collector):
             logger.exception("reading the store for /metrics failed")
             return
         yield from (agreement, compared, depth, runs, mode)
+        if self.live_window is not None:
+            yield from (policy_compared, policy_agreement)
 
 
 class MetricsMiddleware:
@@ -174,10 +195,10 @@ def _float_or_none(text: str | None) -> float | None:
         return None
 
 
-def install_metrics(app: FastAPI, store: Store) -> GatewayMetrics:
+def install_metrics(app: FastAPI, store: Store, live_window: int) -> GatewayMetrics:
     """Add the metrics middleware and ``GET /metrics`` to ``app``; returns the metrics (also on
-    ``app.state.metrics``)."""
-    metrics = GatewayMetrics(store)
+    ``app.state.metrics``). ``live_window``: ``Settings.live_window``, as the worker reads it."""
+    metrics = GatewayMetrics(store, live_window=live_window)
     app.state.metrics = metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 

@@ -87,7 +87,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.add_middleware(AuthMiddleware, keys=app.state.keys, settings=settings)
     app.add_middleware(RequestIdMiddleware)
     # Added after RequestIdMiddleware so it wraps it and also counts the 500s that one renders.
-    install_metrics(app, store)
+    install_metrics(app, store, settings.live_window)
     for module in (chat, classify, models, feedback, health, admin):
         app.include_router(module.router)
     app.include_router(dashboard_router)
