@@ -78,14 +78,19 @@ def test_target_and_audit_rate_change(client: TestClient, store: Store) -> None:
     form = {"target_agreement": "0.95", "audit_rate": "", "reason": "noisy labels"}
     first = client.post("/ui/tasks/sentiment/knobs", data=form)
     assert first.status_code == 200
-    assert "target agreement 0.98 (default)" in first.text  # before → after, to confirm
+    assert "target agreement 0.98 (default) → 0.95" in first.text  # to confirm
+    assert "audit rate" not in first.text  # unchanged: not part of the change
     assert store.task_state("sentiment").target_agreement is None
     done = client.post("/ui/tasks/sentiment/knobs", data={**form, "confirm": "yes"})
     assert done.status_code == 200  # followed to the task page
     state = store.task_state("sentiment")
     assert (state.target_agreement, state.audit_rate) == (0.95, None)
     assert "target agreement 0.95 · audit rate 0.05 (default)" in done.text
-    assert store.events("sentiment", limit=1)[0].reason == "noisy labels (dashboard)"
+    event = store.events("sentiment", limit=1)[0]
+    assert event.reason == "noisy labels (dashboard)"
+    assert event.evidence == {"target_agreement": 0.95}
+    unchanged = {"target_agreement": "0.95", "audit_rate": "", "reason": "again"}
+    assert client.post("/ui/tasks/sentiment/knobs", data=unchanged).status_code == 400
     for bad in ({"target_agreement": "0.4"}, {"audit_rate": "-1"}, {"reason": ""}):
         refused = client.post("/ui/tasks/sentiment/knobs", data={**form, **bad, "confirm": "yes"})
         assert refused.status_code == 400, bad
@@ -95,7 +100,7 @@ def test_target_and_audit_rate_change(client: TestClient, store: Store) -> None:
         data={"target_agreement": "", "audit_rate": "", "reason": "back", "confirm": "yes"},
     )
     page = client.get("/ui/tasks/sentiment").text
-    assert "target_agreement default, audit_rate default" in page  # the audit log's entry
+    assert "<td>target_agreement default</td>" in page  # the audit log's entry
 
 
 def test_review_api_and_feedback_round_trip(

@@ -284,27 +284,28 @@ async def change_knobs(request: Request, key: str) -> HTMLResponse | RedirectRes
     reason = form.get("reason", "").strip()
     if not reason:
         raise InvalidRequest("a reason is required; it goes into the task's audit log")
-    shown = (
-        f"target agreement {task_knob(target, settings.target_agreement)}, "
-        f"audit rate {task_knob(audit, settings.audit_rate)}"
+    current = store.task_state(key)
+    defaults = {"target_agreement": settings.target_agreement, "audit_rate": settings.audit_rate}
+    wanted = {"target_agreement": target, "audit_rate": audit}
+    # Only what differs: the form always sends both fields.
+    changes: dict[str, Any] = {name: v for name, v in wanted.items() if v != getattr(current, name)}
+    if not changes:
+        raise InvalidRequest("nothing to change: both values are already in force")
+    shown = ", ".join(
+        f"{name.replace('_', ' ')} {task_knob(getattr(current, name), defaults[name])} → "
+        f"{task_knob(value, defaults[name])}"
+        for name, value in changes.items()
     )
     if form.get("confirm") != "yes":
-        current = store.task_state(key)
-        before = (
-            f"target agreement {task_knob(current.target_agreement, settings.target_agreement)}, "
-            f"audit rate {task_knob(current.audit_rate, settings.audit_rate)}"
-        )
         return _page(
             "confirm.html",
             nav="tasks",
             key=key,
             action=f"/ui/tasks/{key}/knobs",
-            change=f"{before} → {shown}",
+            change=shown,
             fields={"target_agreement": raw_target, "audit_rate": raw_audit, "reason": reason},
         )
-    store.update_task_state(
-        key, target_agreement=target, audit_rate=audit, reason=f"{reason} (dashboard)"
-    )
+    store.update_task_state(key, reason=f"{reason} (dashboard)", **changes)
     return _redirect(key, f"set {shown}")
 
 
