@@ -90,6 +90,7 @@ def test_a_change_applies_and_is_recorded_with_its_reason(http: TestClient, stor
     ("change", "param"),
     [
         ({"mode": "cascade"}, "reason"),
+        ({"reason": "  ", "mode": "cascade"}, "reason"),
         ({"reason": "x"}, None),
         ({"reason": "x", "target_agreement": 1.0}, "target_agreement"),
         ({"reason": "x", "audit_rate": -0.1}, "audit_rate"),

@@ -80,8 +80,12 @@ async def get_task(request: Request, key: str) -> TaskStateOut:
 @router.patch("/tasks/{key}")
 async def change_task(request: Request, key: str) -> TaskStateOut:
     """Apply a manual change to a task's newest version; returns its state afterwards."""
-    payload = await read_json_object(request, settings_of(request).max_body_bytes)
-    change = _change_in(payload[1])
+    _, payload = await read_json_object(request, settings_of(request).max_body_bytes)
+    change = _change_in(payload)
+    if not change.reason.strip():
+        raise InvalidRequest(
+            "a reason is required; it goes into the task's audit log", param="reason"
+        )
     given = change.model_fields_set - {"reason"}
     if not given:
         raise InvalidRequest(
