@@ -13,11 +13,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from understudy.metrics import GatewayMetrics
 from understudy.routing.modes import Mode
 from understudy.settings import Settings
-from understudy.store import CallKind, CallRecord, open_store, switch
+from understudy.store import open_store
 from understudy.tasks import detect_task
 from understudy.testing.fake_teacher import FakeTeacher, run_fake_teacher
 from understudy.testing.gateway import run_gateway
-from worker_support import REQUEST
+from worker_support import REQUEST, log_audited_student_answer
 
 SCHEMA = {
     "type": "object",
@@ -121,24 +121,7 @@ def test_policy_live_evidence_gauges(tmp_path: Path) -> None:
     store.update_task_state("review", serving_version="v1", reason="test")
     store.set_mode("review", Mode.CASCADE, "test")
     for i, teacher_label in enumerate(["positive", "positive", "negative"]):
-        call_id = f"student-{i}"
-        store.record_call(
-            CallRecord(
-                id=call_id,
-                kind=CallKind.CLASSIFICATION,
-                request=REQUEST,
-                response={},
-                status_code=200,
-                task=task,
-                user_text="great film",
-                input_text="great film",
-                labels={"sentiment": "positive"},
-                answered_by="student",
-                student_version="v1",
-                confidence=0.99,
-            )
-        )
-        switch.record_audit(store, call_id, {"sentiment": teacher_label}, teacher_model="t")
+        log_audited_student_answer(store, task, f"student-{i}", teacher_label)
     text = GatewayMetrics(store, live_window=300).exposition().decode()
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value

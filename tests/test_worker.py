@@ -11,11 +11,16 @@ import pytest
 from understudy.routing import Mode
 from understudy.serving import onnx_export
 from understudy.settings import Settings
-from understudy.store import CallKind, CallRecord, Store, open_store, switch
+from understudy.store import Store, open_store
 from understudy.tasks import Task, detect_task
 from understudy.testing.tiny_models import write_tiny_encoder
 from understudy.worker import Worker
-from worker_support import REQUEST, UNSEEN_SENTIMENT_WORDS, log_teacher_calls
+from worker_support import (
+    REQUEST,
+    UNSEEN_SENTIMENT_WORDS,
+    log_audited_student_answer,
+    log_teacher_calls,
+)
 
 
 @pytest.fixture()
@@ -113,24 +118,7 @@ def test_live_drift_rolls_the_task_back(settings: Settings, store: Store, task: 
     assert store.task_state("review").mode is Mode.CASCADE
     # The teacher changed its mind: audits of the student's answers now disagree.
     for i in range(25):
-        call_id = f"student-{i}"
-        store.record_call(
-            CallRecord(
-                id=call_id,
-                kind=CallKind.CLASSIFICATION,
-                request=REQUEST,
-                response={},
-                status_code=200,
-                task=task,
-                user_text="great film",
-                input_text="great film",
-                labels={"sentiment": "positive"},
-                answered_by="student",
-                student_version="v1",
-                confidence=0.99,
-            )
-        )
-        switch.record_audit(store, call_id, {"sentiment": "negative"}, teacher_model="t")
+        log_audited_student_answer(store, task, f"student-{i}", teacher_label="negative")
     actions = worker.run_once()
     assert [a.what for a in actions] == ["mode cascade -> shadow"]
     assert "fell below target" in actions[0].detail

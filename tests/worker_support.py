@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from understudy.store import CallKind, CallRecord, Store
+from understudy.store import CallKind, CallRecord, Store, switch
 from understudy.tasks import LabelSource, Task
 
 REQUEST = {
@@ -69,3 +69,26 @@ def log_teacher_calls(
                 answered_by="teacher",
             )
         )
+
+
+def log_audited_student_answer(
+    store: Store, task: Task, call_id: str, teacher_label: str, student_label: str = "positive"
+) -> None:
+    """Log a call student ``v1`` answered (``student_label``) and the teacher's audit of it."""
+    store.record_call(
+        CallRecord(
+            id=call_id,
+            kind=CallKind.CLASSIFICATION,
+            request=REQUEST,
+            response={},
+            status_code=200,
+            task=task,
+            user_text="great film",
+            input_text="great film",
+            labels={"sentiment": student_label},
+            answered_by="student",
+            student_version="v1",
+            confidence=0.99,
+        )
+    )
+    switch.record_audit(store, call_id, {"sentiment": teacher_label}, teacher_model="t")

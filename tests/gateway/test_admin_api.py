@@ -13,20 +13,7 @@ from understudy.routing.modes import Mode
 from understudy.settings import Settings
 from understudy.store import Store, open_store
 from understudy.tasks import detect_task
-
-REQUEST = {
-    "response_format": {
-        "type": "json_schema",
-        "json_schema": {
-            "name": "review",
-            "schema": {
-                "type": "object",
-                "properties": {"sentiment": {"type": "string", "enum": ["neg", "pos"]}},
-                "required": ["sentiment"],
-            },
-        },
-    }
-}
+from worker_support import REQUEST
 
 
 @pytest.fixture()
