@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,14 +72,8 @@ def first_rollback(rule: RollbackRule, agreed: np.ndarray, window: int, start: i
 
 
 def knobs(settings: Settings, target: float, confidence: float) -> SwitchKnobs:
-    return SwitchKnobs(
-        target_agreement=target,
-        min_heldout=settings.min_heldout_for_switch,
-        min_coverage_for_cascade=settings.min_coverage_for_cascade,
-        full_coverage_for_student=settings.full_coverage_for_student,
-        min_live_for_rollback=settings.min_live_for_rollback,
-        rollback_confidence=confidence,
-    )
+    """The settings' switch knobs at ``target``, rolling back at ``confidence``."""
+    return replace(SwitchKnobs.from_settings(settings, target), rollback_confidence=confidence)
 
 
 def main() -> None:

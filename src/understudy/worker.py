@@ -75,18 +75,6 @@ class WorkerAction:
     detail: str
 
 
-def knobs_from(settings: Settings, state: TaskState) -> SwitchKnobs:
-    """The policy thresholds for a task: its own target agreement, else the settings'."""
-    return SwitchKnobs(
-        target_agreement=task_target(state, settings),
-        min_heldout=settings.min_heldout_for_switch,
-        min_coverage_for_cascade=settings.min_coverage_for_cascade,
-        full_coverage_for_student=settings.full_coverage_for_student,
-        min_live_for_rollback=settings.min_live_for_rollback,
-        rollback_confidence=settings.rollback_confidence,
-    )
-
-
 def min_labels(kind: str, settings: Settings) -> int:
     """Labelled training calls a task needs before a student of ``kind`` first trains."""
     needed = settings.first_train_labels
@@ -435,7 +423,7 @@ class Worker:
             state.mode,
             heldout,
             LiveEvidence(comparisons, agreements),
-            knobs_from(self.settings, state),
+            SwitchKnobs.from_settings(self.settings, task_target(state, self.settings)),
             promotable=state.serving_version not in rolled_back,
         )
         if change is None:

@@ -206,6 +206,14 @@ async def _form(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
 
 
+def _reason(form: dict[str, str]) -> str:
+    """The form's reason for a change, which every change of a task's routing must give."""
+    reason = form.get("reason", "").strip()
+    if not reason:
+        raise InvalidRequest("a reason is required; it goes into the task's audit log")
+    return reason
+
+
 def _redirect(key: str, message: str) -> RedirectResponse:
     return RedirectResponse(f"/ui/tasks/{key}?{urlencode({'message': message})}", status_code=303)
 
@@ -220,9 +228,7 @@ async def change_mode(request: Request, key: str) -> HTMLResponse | RedirectResp
         mode = Mode(form.get("mode", ""))
     except ValueError:
         raise InvalidRequest(f"unknown mode {form.get('mode')!r}", param="mode") from None
-    reason = form.get("reason", "").strip()
-    if not reason:
-        raise InvalidRequest("a reason is required; it goes into the task's audit log")
+    reason = _reason(form)
     current = store.task_state(key)
     if form.get("confirm") != "yes":
         return _page(
@@ -250,9 +256,7 @@ async def change_threshold(request: Request, key: str) -> HTMLResponse | Redirec
     except ValueError:
         raise InvalidRequest(f"threshold {raw!r} is not a number", param="threshold") from None
     check_threshold(threshold)
-    reason = form.get("reason", "").strip()
-    if not reason:
-        raise InvalidRequest("a reason is required; it goes into the task's audit log")
+    reason = _reason(form)
     current = store.task_state(key)
     shown = "none" if threshold is None else f"{threshold:.3f}"
     if form.get("confirm") != "yes":
@@ -281,9 +285,7 @@ async def change_knobs(request: Request, key: str) -> HTMLResponse | RedirectRes
     raw_audit = form.get("audit_rate", "")
     target = parse_target_agreement(raw_target)
     audit = parse_audit_rate(raw_audit)
-    reason = form.get("reason", "").strip()
-    if not reason:
-        raise InvalidRequest("a reason is required; it goes into the task's audit log")
+    reason = _reason(form)
     current = store.task_state(key)
     defaults = {"target_agreement": settings.target_agreement, "audit_rate": settings.audit_rate}
     wanted = {"target_agreement": target, "audit_rate": audit}

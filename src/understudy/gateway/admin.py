@@ -24,6 +24,7 @@ from understudy.routing.overrides import (
     check_audit_rate,
     check_target_agreement,
     check_threshold,
+    task_audit_rate,
     task_target,
 )
 from understudy.settings import Settings
@@ -132,7 +133,7 @@ def _state_out(state: TaskState, settings: Settings) -> TaskStateOut:
         threshold=state.threshold,
         target_agreement=task_target(state, settings),
         target_agreement_is_default=state.target_agreement is None,
-        audit_rate=settings.audit_rate if state.audit_rate is None else state.audit_rate,
+        audit_rate=task_audit_rate(state, settings),
         audit_rate_is_default=state.audit_rate is None,
         serving_version=state.serving_version,
     )

@@ -39,6 +39,7 @@ from understudy.gateway.student_response import (
 from understudy.gateway.students import ServingStudent, StudentPool
 from understudy.privacy import for_storage
 from understudy.routing import AnsweredBy, Mode, Route, RoutingPolicy, decide_route
+from understudy.routing.overrides import task_audit_rate
 from understudy.store import CallKind, CallRecord, Store, switch
 from understudy.tasks import AnswerVia, Prediction, Task, answer_object, parse_labels
 
@@ -126,9 +127,7 @@ async def route_call(
         pending = asyncio.get_running_loop().create_task(_predict(serving, input_text))
         return Routed(Route(AnsweredBy.TEACHER, compare=True), serving), pending
     opinion = await _predict(serving, input_text)
-    audit_rate = (
-        state.audit_rate if state.audit_rate is not None else settings_of(request).audit_rate
-    )
+    audit_rate = task_audit_rate(state, settings_of(request))
     policy = RoutingPolicy(state.mode, state.threshold, audit_rate)
     return Routed(decide_route(policy, opinion.prediction, rng), serving, opinion), None
 

@@ -21,6 +21,11 @@ def task_target(state: TaskState, settings: Settings) -> float:
     return state.target_agreement or settings.target_agreement
 
 
+def task_audit_rate(state: TaskState, settings: Settings) -> float:
+    """The share of a task's student answers the teacher audits: its own, else the settings'."""
+    return settings.audit_rate if state.audit_rate is None else state.audit_rate
+
+
 def check_target_agreement(value: float | None) -> float | None:
     """``value`` if None or strictly between 0.5 and 1; raises ``InvalidRequest`` otherwise."""
     low, high = TARGET_AGREEMENT_RANGE

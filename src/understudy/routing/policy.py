@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from understudy.routing.modes import PROMOTION, ROLLBACK, Mode
+from understudy.settings import Settings
 from understudy.stats import one_sided_z, wilson_interval, wilson_upper_bound
 
 
@@ -28,6 +29,19 @@ class SwitchKnobs:
     full_coverage_for_student: float
     min_live_for_rollback: int
     rollback_confidence: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings, target_agreement: float) -> SwitchKnobs:
+        """The settings' thresholds, holding the task to ``target_agreement``
+        (``routing.overrides.task_target``)."""
+        return cls(
+            target_agreement=target_agreement,
+            min_heldout=settings.min_heldout_for_switch,
+            min_coverage_for_cascade=settings.min_coverage_for_cascade,
+            full_coverage_for_student=settings.full_coverage_for_student,
+            min_live_for_rollback=settings.min_live_for_rollback,
+            rollback_confidence=settings.rollback_confidence,
+        )
 
 
 @dataclass(frozen=True)
