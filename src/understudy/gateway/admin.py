@@ -14,10 +14,10 @@ from typing import Any
 
 import anyio
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from understudy.errors import InvalidRequest
-from understudy.gateway.body import read_json_object
+from understudy.gateway.body import read_json_object, validated
 from understudy.gateway.state import settings_of, store_of
 from understudy.routing.modes import Mode
 from understudy.routing.overrides import (
@@ -82,7 +82,7 @@ async def get_task(request: Request, key: str) -> TaskStateOut:
 async def change_task(request: Request, key: str) -> TaskStateOut:
     """Apply a manual change to a task's newest version; returns its state afterwards."""
     _, payload = await read_json_object(request, settings_of(request).max_body_bytes)
-    change = _change_in(payload)
+    change = validated(TaskChangeIn, payload)
     if not change.reason.strip():
         raise InvalidRequest(
             "a reason is required; it goes into the task's audit log", param="reason"
@@ -114,15 +114,6 @@ async def change_task(request: Request, key: str) -> TaskStateOut:
 
     state = await anyio.to_thread.run_sync(apply)
     return _state_out(state, settings_of(request))
-
-
-def _change_in(payload: dict[str, Any]) -> TaskChangeIn:
-    try:
-        return TaskChangeIn.model_validate(payload)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise InvalidRequest(f"{field}: {first['msg']}", param=field) from None
 
 
 def _state_out(state: TaskState, settings: Settings) -> TaskStateOut:

@@ -1,14 +1,28 @@
-"""Reading a request's JSON body within the configured size limit."""
+"""Reading a request's JSON body within the configured size limit, and validating it."""
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
+from pydantic import BaseModel, ValidationError
 
 from understudy.errors import InvalidRequest, PayloadTooLarge
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def validated(model: type[Model], payload: dict[str, Any]) -> Model:
+    """``payload`` as a ``model``; the first validation error becomes an ``InvalidRequest`` whose
+    ``param`` names the field (``body`` for an error about the whole object)."""
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "body"
+        raise InvalidRequest(f"{field}: {first['msg']}", param=field) from None
 
 
 async def read_json_object(request: Request, limit_bytes: int) -> tuple[bytes, dict[str, Any]]:

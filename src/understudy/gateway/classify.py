@@ -14,10 +14,10 @@ from typing import Any
 import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from understudy.errors import InvalidRequest, NoStudent
-from understudy.gateway.body import read_json_object
+from understudy.gateway.body import read_json_object, validated
 from understudy.gateway.state import (
     call_log_of,
     redactor_of,
@@ -70,12 +70,7 @@ async def classify(request: Request) -> JSONResponse:
     """Labels and calibrated probabilities for each text from the task's serving student."""
     settings = settings_of(request)
     _, payload = await read_json_object(request, settings.max_body_bytes)
-    try:
-        body = ClassifyIn.model_validate(payload)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "body"
-        raise InvalidRequest(f"{field}: {first['msg']}", param=field) from None
+    body = validated(ClassifyIn, payload)
     texts = body.batch
     if len(texts) > settings.classify_max_texts:
         raise InvalidRequest(

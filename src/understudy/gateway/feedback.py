@@ -6,10 +6,9 @@ from typing import Any
 
 import anyio
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
-from understudy.errors import InvalidRequest
-from understudy.gateway.body import read_json_object
+from understudy.gateway.body import read_json_object, validated
 from understudy.gateway.state import settings_of, store_of
 from understudy.tasks import LabelSource
 
@@ -40,12 +39,7 @@ class FeedbackOut(BaseModel):
 async def feedback(request: Request) -> FeedbackOut:
     """Store human labels for a logged classification call (they override the teacher's)."""
     _, payload = await read_json_object(request, settings_of(request).max_body_bytes)
-    try:
-        body = FeedbackIn.model_validate(payload)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise InvalidRequest(f"{field}: {first['msg']}", param=field) from None
+    body = validated(FeedbackIn, payload)
     store = store_of(request)
     author = body.author or request.headers.get(AUTHOR_HEADER)
 
