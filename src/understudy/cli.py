@@ -82,10 +82,19 @@ def run_worker(
     )
     worker = Worker(settings, open_store(settings))
     if once:
-        worker.recover()
         console = Console()
-        for action in worker.run_once():
-            console.print(f"[bold]{action.task_key}[/bold] {action.what}: {action.detail}")
+        if not worker.lead():
+            console.print(
+                f"[red]{worker.worker_lock.holder()} holds this database's worker lock: one worker "
+                "acts on a database at a time. Run this when it has stopped, or on a copy of the "
+                "data directory.[/red]"
+            )
+            raise typer.Exit(1)
+        try:
+            for action in worker.run_once():
+                console.print(f"[bold]{action.task_key}[/bold] {action.what}: {action.detail}")
+        finally:
+            worker.worker_lock.release()
         return
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -14,9 +14,11 @@ One pass (``Worker.run_once``) visits the latest version of every task:
    student and the live agreement measured on audited calls, recording every move as an event.
 
 The worker runs in its own process so training never blocks the gateway; both talk only through the
-store and the model registry. A killed worker loses nothing: runs left ``running`` (in the pass or
-in the lane) are marked ``interrupted`` at start-up, and the labels they would have used are still
-in the store.
+store and the model registry. One worker acts on a database at a time: ``run`` passes only while it
+holds the database's worker lock (``WorkerLock``), so the workers of replicas sharing a database
+stand by until the one that acts goes away. A killed worker loses nothing: when a worker takes the
+lock, runs left ``running`` (in the pass or in the lane) are marked ``interrupted``, and the labels
+they would have used are still in the store.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from understudy.serving.registry import ModelRegistry
 from understudy.settings import Settings
 from understudy.store import Store, switch
 from understudy.store.records import TaskState
+from understudy.store.worker_lock import WorkerLock
 from understudy.tasks import Example, Task
 from understudy.training import TRAINERS, DistillConfig, StudentConfig, train_student
 from understudy.training_lane import TrainingLane
@@ -142,6 +145,9 @@ class Worker:
         self._lane_run: int | None = None
         self._abandoned: set[int] = set()
         self._closed = False
+        self.worker_lock = WorkerLock(store.engine)
+        self._recovered = False
+        self._standing_by = False
 
     @property
     def training_in_background(self) -> bool:
@@ -152,6 +158,27 @@ class Worker:
         """Wait up to ``timeout_s`` seconds for the background lane's student; True when none
         trains any more (its outcome is reported by the next pass)."""
         return self._lane.join(timeout_s)
+
+    def lead(self) -> bool:
+        """Whether this worker may act now: it holds the database's worker lock, taking it if it
+        is free. The first time it takes it, it cleans up after the worker before it (``recover``);
+        while another worker holds it, it says so once and stands by."""
+        if not self.worker_lock.acquire():
+            if not self._standing_by:
+                logger.warning(
+                    "worker: %s holds this database's worker lock; standing by",
+                    self.worker_lock.holder(),
+                )
+                self._standing_by = True
+            return False
+        if self._standing_by:
+            logger.info("worker: took over this database's worker lock")
+            self._standing_by = False
+        if not self._recovered:
+            # Only once: later, a run left ``running`` may be this worker's own, in its lane.
+            self.recover()
+            self._recovered = True
+        return True
 
     def recover(self) -> None:
         """Clean up after a killed predecessor: interrupted runs and half-written artifacts."""
@@ -178,13 +205,16 @@ class Worker:
 
     def run(self, stop: threading.Event) -> None:
         """Pass over all tasks every ``worker_poll_s`` seconds until ``stop`` is set, encoder
-        students training in the background lane; with ``retention_days`` set, purge old raw
-        bodies every ``RETENTION_PASS_INTERVAL_S``. Closes the worker when it returns."""
-        self.recover()
+        students training in the background lane, while this worker holds the database's worker
+        lock (``lead``); with ``retention_days`` set, purge old raw bodies every
+        ``RETENTION_PASS_INTERVAL_S``. Closes the worker and lets the lock go when it returns."""
         next_retention = time.monotonic()
         try:
             while not stop.is_set():
                 try:
+                    if not self.lead():
+                        stop.wait(self.settings.worker_poll_s)
+                        continue
                     for action in self.run_once(background=True):
                         logger.info("task %s: %s: %s", action.task_key, action.what, action.detail)
                     if (
@@ -199,6 +229,7 @@ class Worker:
                 stop.wait(self.settings.worker_poll_s)
         finally:
             self.close()
+            self.worker_lock.release()
 
     def run_once(self, *, background: bool = False) -> list[WorkerAction]:
         """One pass over the latest version of every task; returns what it did.

@@ -1,5 +1,5 @@
 """PostgreSQL, the multi-replica backend: migrations (also from two processes at once), the
-gateway's call log, feedback and the dashboard, on a throwaway server.
+gateway's call log, feedback and the dashboard, the one-worker lock, on a throwaway server.
 
 The server is started from the PostgreSQL binaries when they are installed (CI installs Debian's
 ``postgresql``); without them these tests are skipped with the reason.
@@ -12,7 +12,9 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -25,6 +27,7 @@ import sqlalchemy as sa
 
 from understudy.settings import Settings
 from understudy.store import CallKind, CallRecord, open_store
+from understudy.store.worker_lock import WorkerLock
 from understudy.testing.fake_teacher import FakeTeacher, run_fake_teacher
 from understudy.testing.gateway import run_gateway
 
@@ -155,3 +158,41 @@ def test_the_gateway_logs_answers_takes_feedback_and_renders_the_dashboard(
     ]
     human = [e for e in store.examples("reviews") if e.source.value == "human"]
     assert len(human) == 1 and human[0].labels == {"sentiment": "positive"}
+
+
+# A worker's process on another replica: takes the worker lock, says so, and keeps it until killed.
+HOLD_THE_WORKER_LOCK = """
+import sys, time
+from understudy.settings import Settings
+from understudy.store import open_store
+from understudy.store.worker_lock import WorkerLock
+assert WorkerLock(open_store(Settings(database_url=sys.argv[1])).engine).acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_one_worker_holds_the_lock_until_its_process_dies(database_url: str) -> None:
+    mine = WorkerLock(open_store(Settings(database_url=database_url)).engine)
+    other = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_WORKER_LOCK, database_url],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert other.stdout is not None and other.stdout.readline() == "held\n"
+        assert not mine.acquire()
+    finally:
+        other.kill()
+        other.wait()
+    # The server drops a session's advisory locks with its connection.
+    deadline = time.monotonic() + 30
+    while not mine.acquire():
+        assert time.monotonic() < deadline, "the dead worker's lock was never released"
+        time.sleep(0.05)
+    assert mine.acquire()  # still held: its connection is alive
+    second = WorkerLock(open_store(Settings(database_url=database_url)).engine)
+    assert not second.acquire()
+    mine.release()
+    assert second.acquire()
+    second.release()

@@ -1,0 +1,104 @@
+"""One worker per database: a second worker on the same SQLite file stands by, leaves the first
+one's training runs alone, and takes over when the lock is free (the PostgreSQL lock is tested in
+tests/store/test_postgres.py)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from understudy.settings import Settings
+from understudy.store import Store, open_store
+from understudy.store.engine import create_engine
+from understudy.store.worker_lock import WorkerLock
+from understudy.tasks import Task, detect_task
+from understudy.worker import Worker
+from worker_support import REQUEST, log_teacher_calls
+
+DEADLINE_S = 30.0
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+@pytest.fixture()
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data", first_train_labels=100, student_kinds=["ngram"],
+        worker_poll_s=0.05,
+    )  # fmt: skip
+
+
+@pytest.fixture()
+def store(settings: Settings) -> Store:
+    return open_store(settings)
+
+
+@pytest.fixture()
+def task(store: Store) -> Task:
+    spec = detect_task(REQUEST)
+    assert spec is not None
+    return store.register_task(spec)
+
+
+def statuses(store: Store) -> list[str]:
+    return [run.status for run in store.student_runs("review")]
+
+
+def test_a_sqlite_database_has_one_worker_lock(store: Store) -> None:
+    first, second = WorkerLock(store.engine), WorkerLock(store.engine)
+    assert first.acquire() and first.held
+    assert first.acquire()  # taking it again while held is a no-op
+    assert not second.acquire() and not second.held
+    assert f"worker process {os.getpid()}" in second.holder()
+    first.release()
+    assert second.acquire()
+    second.release()
+
+
+def test_an_in_memory_database_is_never_shared() -> None:
+    engine = create_engine("sqlite:///:memory:")
+    assert WorkerLock(engine).acquire() and WorkerLock(engine).acquire()
+
+
+def test_a_second_worker_stands_by_until_the_first_lets_go(
+    settings: Settings, store: Store, task: Task, caplog: pytest.LogCaptureFixture
+) -> None:
+    log_teacher_calls(store, task, 300, seed=1)
+    # The first worker holds the lock and is training a student.
+    first = WorkerLock(store.engine)
+    assert first.acquire()
+    store.start_student_run(task, "ngram")
+
+    second, stop = Worker(settings, store), threading.Event()
+    caplog.set_level(logging.INFO, logger="understudy.worker")
+    thread = threading.Thread(target=second.run, args=(stop,))
+    thread.start()
+    try:
+        wait_for(lambda: "standing by" in caplog.text, "the second worker to stand by")
+        time.sleep(5 * settings.worker_poll_s)  # passes it would have made, had it acted
+        # It neither marked the first worker's run interrupted nor trained a student itself.
+        assert statuses(store) == ["running"]
+        assert caplog.text.count("standing by") == 1
+
+        # The first worker goes away: the second takes over, cleans up after it, and trains.
+        first.release()
+        wait_for(lambda: "promoted" in statuses(store), "the second worker to train")
+        assert sorted(statuses(store)) == ["interrupted", "promoted"]
+        assert "took over this database's worker lock" in caplog.text
+    finally:
+        stop.set()
+        thread.join(DEADLINE_S)
+    # It let the lock go when it stopped.
+    assert first.acquire()
+    first.release()
