@@ -2,8 +2,9 @@
 
 Checks, in order: the settings load and make sense; the database is reachable and migrated to
 the newest schema (read only: the doctor never migrates); the upstream answers ``GET /models``;
-every serving student's artifact exists and matches its checksums; the call log's journal holds
-no rejected calls and no journal left by a killed gateway. Nothing is written.
+every serving student's artifact exists and matches its checksums; a worker holds the database's
+worker lock (something trains students and moves tasks); the call log's journal holds no rejected
+calls and no journal left by a killed gateway. Nothing is written.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from understudy.store import Store
 from understudy.store.call_log import REJECTED_FILE, orphaned_segments
 from understudy.store.engine import MIGRATIONS_DIR, create_engine
 from understudy.store.keys import key_snapshot
+from understudy.store.worker_lock import WorkerLock
 
 # Seconds the upstream gets to answer ``GET /models``.
 UPSTREAM_TIMEOUT_S = 5.0
@@ -75,6 +77,7 @@ def diagnose(settings_factory: Callable[[], Settings] = Settings) -> list[Findin
     findings += _journal(settings)
     if store is not None:
         findings += _artifacts(settings, store)
+        findings += _worker(store)
         findings += _auth(settings, store)
         store.close()
     return findings
@@ -236,6 +239,21 @@ def _artifacts(settings: Settings, store: Store) -> Iterator[Finding]:
         )
     else:
         yield Finding("models", Status.OK, f"{len(serving)} serving student(s) verified")
+
+
+def _worker(store: Store) -> Iterator[Finding]:
+    lock = WorkerLock(store.engine)
+    if lock.taken_elsewhere():
+        yield Finding("worker", Status.OK, f"{lock.holder()} holds the worker lock")
+    else:
+        yield Finding(
+            "worker",
+            Status.WARN,
+            "no worker is running against this database: no student trains and no task changes "
+            "mode",
+            "start `understudy serve` (it starts one unless UNDERSTUDY_START_WORKER=false) or "
+            "`understudy worker`",
+        )
 
 
 def _auth(settings: Settings, store: Store) -> Iterator[Finding]:

@@ -3,6 +3,7 @@ and the exit code is 1."""
 
 from __future__ import annotations
 
+import os
 import socket
 
 from reliability_support import sentiment_request
@@ -12,6 +13,7 @@ from understudy.cli import app as cli_app
 from understudy.settings import Settings
 from understudy.store import open_store
 from understudy.store.keys import KeyRole, create_key
+from understudy.store.worker_lock import WorkerLock
 from understudy.tasks import detect_task
 
 
@@ -86,3 +88,22 @@ def test_the_call_log_journal_is_checked(settings: Settings) -> None:
     (journal / "rejected.jsonl").write_text('{"error": "boom", "journal_line": "{}"}\n')
     code, output = _doctor(env)
     assert code == 1 and "1 call(s) the database rejected" in output
+
+
+def test_the_doctor_says_whether_a_worker_is_running(settings: Settings) -> None:
+    store = open_store(settings)
+    env = {
+        "UNDERSTUDY_DATA_DIR": str(settings.data_dir),
+        "UNDERSTUDY_UPSTREAM_BASE_URL": settings.upstream_base_url,
+    }
+    output = _doctor(env)[1]
+    assert "no worker is running against this database" in output and "understudy worker" in output
+    assert not list(settings.data_dir.glob("*.worker.lock"))  # the doctor only reads
+    lock = WorkerLock(store.engine)
+    assert lock.acquire()
+    try:
+        output = _doctor(env)[1]
+        assert f"worker process {os.getpid()}" in output and "holds the worker lock" in output
+    finally:
+        lock.release()
+    assert "no worker is running" in _doctor(env)[1]  # a lock file nobody holds

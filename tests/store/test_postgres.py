@@ -182,6 +182,7 @@ def test_one_worker_holds_the_lock_until_its_process_dies(database_url: str) -> 
     try:
         assert other.stdout is not None and other.stdout.readline() == "held\n"
         assert not mine.acquire()
+        assert mine.taken_elsewhere()  # what `understudy doctor` asks
     finally:
         other.kill()
         other.wait()

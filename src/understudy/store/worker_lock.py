@@ -76,6 +76,27 @@ class WorkerLock:
                 # The connection is gone, and the server released the lock with it.
                 connection.invalidate()
 
+    def taken_elsewhere(self) -> bool:
+        """Whether another worker holds the lock now, found out without writing anything (for
+        ``understudy doctor``): False for databases that are not shared."""
+        if self._lock_path is not None:
+            try:
+                lock_file = open(self._lock_path)  # noqa: SIM115 - closed below
+            except FileNotFoundError:
+                return False  # no worker ever ran against this database
+            with lock_file:
+                try:
+                    fcntl.flock(lock_file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return True
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+                return False
+        if self._postgres and self._connection is None:
+            if not self._advisory_lock():
+                return True
+            self.release()
+        return False
+
     def holder(self) -> str:
         """Who holds the lock, as far as this process can tell."""
         if self._lock_path is None:
