@@ -36,11 +36,13 @@ def serve(
 
     from understudy.gateway import create_app
     from understudy.settings import Settings
-    from understudy.worker import spawn_worker_process
+    from understudy.worker_process import WorkerSupervisor
 
     settings = Settings()
     # Training runs in its own process so it never blocks the gateway's answers.
-    worker = spawn_worker_process(settings) if settings.start_worker else None
+    worker = WorkerSupervisor(settings) if settings.start_worker else None
+    if worker is not None:
+        worker.start()
     try:
         uvicorn.run(
             create_app(settings),
@@ -50,13 +52,18 @@ def serve(
         )
     finally:
         if worker is not None:
-            worker.terminate()
-            worker.wait(timeout=30)
+            worker.stop()
 
 
 @app.command("worker")
 def run_worker(
     once: Annotated[bool, typer.Option(help="Make one pass over the tasks and exit.")] = False,
+    stop_with: Annotated[
+        int | None,
+        typer.Option(
+            help="Stop when the process with this pid ends (serve passes its own).", hidden=True
+        ),
+    ] = None,
 ) -> None:
     """Run the worker: train, evaluate and publish students; move tasks between modes."""
     import logging
@@ -68,7 +75,10 @@ def run_worker(
     from understudy.settings import Settings
     from understudy.store import open_store
     from understudy.worker import Worker
+    from understudy.worker_process import stop_with_parent
 
+    if stop_with is not None:
+        stop_with_parent(stop_with)
     settings = Settings()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

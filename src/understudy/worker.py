@@ -23,17 +23,11 @@ they would have used are still in the store.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import logging
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -461,38 +455,3 @@ class Worker:
             return []
         self.store.set_mode(task.key, change.to_mode, change.reason, change.evidence, task.version)
         return [WorkerAction(task.key, f"mode {state.mode} -> {change.to_mode}", change.reason)]
-
-
-# prctl(2) option: the signal the kernel sends a process when its parent dies (Linux).
-_PR_SET_PDEATHSIG = 1
-
-
-def _stop_with(parent: int) -> Callable[[], None] | None:
-    """A ``preexec_fn`` that has Linux send the child SIGTERM when ``parent`` dies; None elsewhere.
-
-    ``serve`` terminates its worker on the way out, but a parent that is killed, or that uvicorn
-    ends by re-raising the SIGTERM it shut down on, runs no clean-up: without this the worker
-    would go on training for a gateway that is gone.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)  # loaded before the fork: the child only calls it
-
-    def stop_with_parent() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # the parent died before the request was in place
-            os._exit(1)
-
-    return stop_with_parent
-
-
-def spawn_worker_process(settings: Settings) -> subprocess.Popen[bytes]:
-    """Start ``understudy worker`` as a child process with these settings (for ``serve``); on
-    Linux it gets SIGTERM (and stops, see ``Worker.run``) when this process ends."""
-    env = {**os.environ, **settings.to_env()}
-    return subprocess.Popen(
-        [sys.executable, "-m", "understudy", "worker"],
-        env=env,
-        # preexec_fn is unsafe once the parent runs threads; serve spawns before it starts any.
-        preexec_fn=_stop_with(os.getpid()),
-    )

@@ -1,5 +1,6 @@
-"""Durability: ``kill -9`` of the gateway under load loses no answered call, and ``kill -9`` of
-the worker mid-training leaves a run marked ``interrupted`` and a clean restart that promotes.
+"""Durability: ``kill -9`` of the gateway under load loses no answered call, ``kill -9`` of
+the worker mid-training leaves a run marked ``interrupted`` and a clean restart that promotes, and
+``serve`` replaces a worker that dies (one that outlives a killed ``serve`` stops by itself).
 
 Both run real subprocesses against a SQLite database in a temp dir (marked ``reliability``: run
 with ``pytest -m reliability``).
@@ -8,6 +9,7 @@ with ``pytest -m reliability``).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -24,6 +26,7 @@ from reliability_support import GatewayProcess, env_of, poll, sentiment_request
 from understudy.importer import import_jsonl
 from understudy.settings import Settings
 from understudy.store import open_store
+from understudy.store.worker_lock import WorkerLock
 from understudy.testing.fake_teacher import FakeTeacher
 from understudy.testing.tiny_models import write_tiny_encoder
 
@@ -159,3 +162,35 @@ def test_kill9_of_the_worker_mid_training_recovers(settings: Settings, tmp_path:
     assert state.serving_version is not None
     staging = [p for p in trained.models_dir.rglob("*") if "staging" in p.name]
     assert staging == []
+
+
+def test_serve_starts_another_worker_when_its_worker_dies(
+    settings: Settings, tmp_path: Path
+) -> None:
+    store = open_store(settings)
+    lock = WorkerLock(store.engine)
+    lock_file = Path(f"{store.engine.url.database}.worker.lock")
+
+    def worker_pid() -> int | None:
+        """The pid of the worker holding the lock, None while none does."""
+        if not lock.taken_elsewhere():
+            return None
+        return int(lock_file.read_text().strip() or 0) or None
+
+    log = tmp_path / "serve.log"
+    env = {**env_of(settings), "UNDERSTUDY_START_WORKER": "true", "UNDERSTUDY_PORT": "0"}
+    with log.open("ab") as output:
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "understudy", "serve"], env=env, stdout=output, stderr=output
+        )
+    try:
+        poll(lambda: worker_pid() is not None, "serve's worker to take the worker lock")
+        first = worker_pid()
+        assert first is not None
+        os.kill(first, signal.SIGKILL)  # as the out-of-memory killer would
+        poll(lambda: worker_pid() not in (None, first), "serve to start another worker")
+        assert f"worker process {first} exited with code -9; starting another" in log.read_text()
+    finally:
+        serve.send_signal(signal.SIGKILL)  # no clean-up runs: the worker must stop by itself
+        serve.wait(timeout=30)
+    poll(lambda: worker_pid() is None, "the worker to stop with serve")
