@@ -14,6 +14,7 @@ from understudy.metrics import GatewayMetrics
 from understudy.routing.modes import Mode
 from understudy.settings import Settings
 from understudy.store import open_store
+from understudy.store.worker_lock import WorkerLock
 from understudy.tasks import detect_task
 from understudy.testing.fake_teacher import FakeTeacher, run_fake_teacher
 from understudy.testing.gateway import run_gateway
@@ -30,18 +31,22 @@ def _label(schema: dict[str, Any], text: str) -> dict[str, Any]:
     return {"sentiment": "positive" if "good" in text else "negative"}
 
 
-def _samples(root: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = httpx.get(f"{root}/metrics").text
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def _parse(exposition: str) -> Samples:
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
+        for family in text_string_to_metric_families(exposition)
         for s in family.samples
     }
 
 
-def _total(
-    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
-) -> float:
+def _samples(root: str) -> Samples:
+    return _parse(httpx.get(f"{root}/metrics").text)
+
+
+def _total(samples: Samples, name: str, **labels: str) -> float:
     return sum(
         value
         for (sample, sample_labels), value in samples.items()
@@ -96,11 +101,7 @@ def test_store_gauges_and_confidence_histogram(tmp_path: Path) -> None:
     metrics.observe("mood", "student", 200, 0.004, 0.93)
     metrics.observe("mood", "student", 200, 0.006, 0.55)
     text = metrics.exposition().decode()
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+    samples = _parse(text)
     assert _total(samples, "understudy_student_confidence_count", task="mood") == 2
     assert _total(samples, "understudy_student_confidence_bucket", task="mood", le="0.6") == 1
     assert (
@@ -123,11 +124,18 @@ def test_policy_live_evidence_gauges(tmp_path: Path) -> None:
     for i, teacher_label in enumerate(["positive", "positive", "negative"]):
         log_audited_student_answer(store, task, f"student-{i}", teacher_label)
     text = GatewayMetrics(store, live_window=300).exposition().decode()
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+    samples = _parse(text)
     assert _total(samples, "understudy_policy_live_compared", task="review") == 3
     assert _total(samples, "understudy_policy_live_agreement", task="review") == 2 / 3
+    store.close()
+
+
+def test_worker_running_gauge(tmp_path: Path) -> None:
+    store = open_store(Settings(data_dir=tmp_path / "data"))
+    metrics = GatewayMetrics(store)
+    assert _total(_parse(metrics.exposition().decode()), "understudy_worker_running") == 0
+    worker = WorkerLock(store.engine)
+    assert worker.acquire()
+    assert _total(_parse(metrics.exposition().decode()), "understudy_worker_running") == 1
+    worker.release()
     store.close()

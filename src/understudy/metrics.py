@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from understudy.store import Store, switch
 from understudy.store import queries as q
+from understudy.store.worker_lock import WorkerLock
 
 logger = logging.getLogger(__name__)
 
@@ -83,12 +84,14 @@ class GatewayMetrics:
 
 class StoreCollector(Collector):
     """Gauges read from the store at each scrape: live agreement, review-queue depth, training
-    runs by status, the mode of each task and, given the worker's ``live_window``, the live
-    evidence the switch policy judges each task by (``switch.policy_live_agreement``)."""
+    runs by status, the mode of each task, whether a worker holds the database's worker lock
+    and, given the worker's ``live_window``, the live evidence the switch policy judges each task
+    by (``switch.policy_live_agreement``)."""
 
     def __init__(self, store: Store, live_window: int | None = None) -> None:
         self.store = store
         self.live_window = live_window
+        self.worker_lock = WorkerLock(store.engine)
 
     def collect(self) -> Iterator[Metric]:
         agreement = GaugeMetricFamily(
@@ -126,7 +129,13 @@ class StoreCollector(Collector):
             "Share of understudy_policy_live_compared where student and teacher agreed.",
             labels=["task"],
         )
+        worker = GaugeMetricFamily(
+            "understudy_worker_running",
+            "1 while a worker holds this database's worker lock (trains students, moves tasks "
+            "between modes, rolls drifting students back), else 0.",
+        )
         try:
+            worker.add_metric([], 1 if self.worker_lock.taken_elsewhere() else 0)
             for task in q.task_gauges(self.store):
                 compared.add_metric([task.key], task.compared)
                 if task.compared:
@@ -145,7 +154,7 @@ class StoreCollector(Collector):
             # A scrape must still return the request metrics when the database is unavailable.
             logger.exception("reading the store for /metrics failed")
             return
-        yield from (agreement, compared, depth, runs, mode)
+        yield from (agreement, compared, depth, runs, mode, worker)
         if self.live_window is not None:
             yield from (policy_compared, policy_agreement)
 

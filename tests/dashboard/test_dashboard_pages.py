@@ -16,6 +16,7 @@ from understudy.savings import task_savings
 from understudy.settings import Settings
 from understudy.store import Store, switch
 from understudy.store import tables as t
+from understudy.store.worker_lock import WorkerLock
 from understudy.tasks import Head, Task, TaskSpec
 from understudy.worker import Worker
 
@@ -40,6 +41,16 @@ def test_tasks_and_task_pages_render_the_seeded_task(client: TestClient, store: 
     assert client.get("/ui/tasks/sentiment?range=1y").status_code == 400
     missing = client.get("/ui/tasks/nope")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "unknown_task"
+
+
+def test_the_tasks_page_warns_when_no_worker_is_running(client: TestClient, store: Store) -> None:
+    assert "No worker is running against this database" in client.get("/ui/tasks").text
+    worker = WorkerLock(store.engine)
+    assert worker.acquire()
+    try:
+        assert "No worker is running" not in client.get("/ui/tasks").text
+    finally:
+        worker.release()
 
 
 def test_mode_change_needs_confirmation_and_is_audited(client: TestClient, store: Store) -> None:

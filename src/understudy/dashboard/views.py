@@ -40,6 +40,7 @@ from understudy.routing.overrides import (
 from understudy.settings import Settings
 from understudy.store import Store, switch
 from understudy.store import queries as q
+from understudy.store.worker_lock import WorkerLock
 
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_TYPES = {".css": "text/css", ".js": "text/javascript"}
@@ -94,15 +95,18 @@ def static(name: str) -> FileResponse:
 @router.get("/tasks", response_class=HTMLResponse)
 def tasks_page(request: Request) -> HTMLResponse:
     """Every task: mode, traffic, the student's share, live agreement, latency, the teacher
-    cost avoided, and why it cannot switch (computed blockers and the worker's reasons)."""
+    cost avoided, and why it cannot switch (computed blockers and the worker's reasons); a
+    warning when no worker is running."""
     settings = _settings(request)
+    store = _store(request)
     overviews = q.tasks_overview(
-        _store(request), min_labels=settings.first_train_labels, prices=settings.model_prices
+        store, min_labels=settings.first_train_labels, prices=settings.model_prices
     )
     return _page(
         "tasks.html",
         nav="tasks",
         tasks=overviews,
+        worker_running=WorkerLock(store.engine).taken_elsewhere(),
         days=q.OVERVIEW_DAYS,
         latency_sample=q.LATENCY_SAMPLE,
     )
