@@ -167,6 +167,34 @@ def test_a_background_run_cut_short_is_marked_interrupted(
     assert statuses(store, "probe") == ["promoted", "interrupted"]
 
 
+def test_a_kind_abandoned_twice_in_a_row_by_a_dying_worker_waits_for_more_labels(
+    settings: Settings, store: Store, task: Task, gate: threading.Event
+) -> None:
+    probe_only = settings.model_copy(update={"student_kinds": ["probe"]})
+    log_teacher_calls(store, task, 300, seed=5)
+    dead = []
+    for _ in range(2):
+        # A worker starts the probe and dies training it (the out-of-memory killer, say).
+        worker = Worker(probe_only, store)
+        worker.recover()
+        assert whats(worker.run_once(background=True)) == ["training"]
+        dead.append(worker)
+    restarted = Worker(probe_only, store)
+    restarted.recover()
+    assert statuses(store, "probe") == ["interrupted", "interrupted"]
+    try:
+        # Twice in a row: the probe waits for retrain_growth more labels instead of a third try.
+        assert whats(restarted.run_once(background=True)) == []
+        log_teacher_calls(store, task, 200, seed=6, start=300)
+        assert whats(restarted.run_once(background=True)) == ["training"]
+    finally:
+        for worker in dead:
+            worker.close()
+        gate.set()
+    assert restarted.wait_for_background(DEADLINE_S)
+    assert whats(restarted.run_once(background=True)) == ["promoted"]
+
+
 def test_close_interrupts_the_run_in_the_lane(
     settings: Settings, store: Store, task: Task, worker: Worker, gate: threading.Event
 ) -> None:

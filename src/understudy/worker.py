@@ -47,7 +47,7 @@ from understudy.serving.onnx_export import export_onnx
 from understudy.serving.registry import ModelRegistry
 from understudy.settings import Settings
 from understudy.store import Store, switch
-from understudy.store.records import TaskState
+from understudy.store.records import StudentRun, TaskState
 from understudy.store.worker_lock import WorkerLock
 from understudy.tasks import Example, Task
 from understudy.training import TRAINERS, DistillConfig, StudentConfig, train_student
@@ -61,6 +61,10 @@ FINETUNED_KINDS = frozenset({"finetune", "distill"})
 """Encoder kinds that train the encoder itself (minutes of CPU): bounded by the finetune_* knobs."""
 DONE_STATUSES = ("promoted", "rejected", "failed")
 """Run outcomes after which a kind waits for ``retrain_growth`` more labels (not interrupted)."""
+ABANDONED_RUNS_BEFORE_WAITING = 2
+"""A kind whose newest runs, this many in a row, were abandoned by a worker that died (killed,
+crashed, out of memory) waits for ``retrain_growth`` more labels as after a failed run, so a
+student too big for the machine does not kill its worker in a loop."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,11 @@ def beats(
     return candidate.agreement > incumbent.agreement
 
 
+def _train_size(run: StudentRun) -> int:
+    """The labelled training calls a run started from (0 when it did not record them)."""
+    return int((run.metrics or {}).get("train_size", 0))
+
+
 class Worker:
     """Background loop over tasks; see the module docstring for what a pass does."""
 
@@ -176,9 +185,15 @@ class Worker:
 
     def recover(self) -> None:
         """Clean up after a killed predecessor: interrupted runs and half-written artifacts."""
-        interrupted = switch.interrupt_running_runs(self.store)
-        if interrupted:
-            logger.warning("marked %d training run(s) left running as interrupted", interrupted)
+        for run in switch.interrupt_running_runs(self.store):
+            logger.warning(
+                "task %s: %s run %d was left running by a worker that died: marked interrupted "
+                "(after %d such runs in a row the kind waits for more labels)",
+                run.task_key,
+                run.kind,
+                run.id,
+                ABANDONED_RUNS_BEFORE_WAITING,
+            )
         discarded = self.registry.discard_staging()
         if discarded:
             logger.warning("discarded %d half-written artifact(s)", discarded)
@@ -262,15 +277,24 @@ class Worker:
         """The task's labelled training calls, and the student kinds due to train on them.
 
         A kind is due at ``min_labels(kind)`` and then each time the labels grew by
-        ``retrain_growth`` over what its own last finished run saw. Kinds never trained come
-        first, then the order of ``student_kinds``.
+        ``retrain_growth`` over what its own last finished run saw (or, after
+        ``ABANDONED_RUNS_BEFORE_WAITING`` runs in a row abandoned by a dying worker, the newest of
+        them). Kinds never trained come first, then the order of ``student_kinds``.
         """
         labelled = self.store.count_labelled(task.key, task.version, heldout=False)
+        runs = [
+            run for run in self.store.student_runs(task.key) if run.task_version == task.version
+        ]
         trained_on: dict[str, int] = {}
-        for run in self.store.student_runs(task.key):
-            if run.task_version == task.version and run.status in DONE_STATUSES:
-                size = int((run.metrics or {}).get("train_size", 0))
-                trained_on[run.kind] = max(trained_on.get(run.kind, 0), size)
+        for run in runs:
+            if run.status in DONE_STATUSES:
+                trained_on[run.kind] = max(trained_on.get(run.kind, 0), _train_size(run))
+        for kind in self.settings.student_kinds:
+            newest = [run for run in runs if run.kind == kind][:ABANDONED_RUNS_BEFORE_WAITING]
+            if len(newest) == ABANDONED_RUNS_BEFORE_WAITING and all(
+                (run.metrics or {}).get("abandoned") for run in newest
+            ):
+                trained_on[kind] = max(trained_on.get(kind, 0), _train_size(newest[0]))
         due = [
             kind
             for kind in self.settings.student_kinds
@@ -287,7 +311,7 @@ class Worker:
         actions = []
         for kind in due:
             if kind not in ENCODER_KINDS or not background:
-                run_id = self.store.start_student_run(task, kind)
+                run_id = self.store.start_student_run(task, kind, labelled)
                 actions.extend(self._train_candidate(task, kind, target, run_id))
         encoders = [kind for kind in due if kind in ENCODER_KINDS]
         if background and encoders and lane_idle:
@@ -300,7 +324,7 @@ class Worker:
         with self._lock:
             if self._closed:
                 return []
-            run_id = self.store.start_student_run(task, kind)
+            run_id = self.store.start_student_run(task, kind, labelled)
             self._lane_run = run_id
 
         def job() -> list[WorkerAction]:

@@ -217,3 +217,13 @@ def test_the_student_history_says_which_graph_each_run_serves(
     assert served_graph("finetune", {"int8_agreement_with_fp32": 0.995}) == "–"
     assert served_graph("probe", {"error": "out of memory"}) == "–"
     assert served_graph("distill", None) == "–"
+
+
+def test_the_student_history_says_why_a_run_did_not_finish(
+    client: TestClient, store: Store
+) -> None:
+    store.start_student_run(store.get_task("sentiment"), "finetune", train_size=900)
+    switch.interrupt_running_runs(store)
+    page = client.get("/ui/tasks/sentiment").text
+    history = page[page.index("Student history") : page.index("Audit log")]
+    assert "interrupted" in history and "killed, crashed or out of memory" in history

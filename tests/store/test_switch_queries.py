@@ -111,9 +111,15 @@ def test_rolled_back_versions_come_from_mode_events(store: Store, task: Task) ->
 
 
 def test_runs_left_running_are_marked_interrupted(store: Store, task: Task) -> None:
-    running = store.start_student_run(task, "ngram")
+    running = store.start_student_run(task, "ngram", train_size=40)
     done = store.start_student_run(task, "ngram")
     store.finish_student_run(done, "promoted", version="v1", metrics={"train_size": 10})
-    assert switch.interrupt_running_runs(store) == 1
-    statuses = {run.id: run.status for run in store.student_runs("sentiment")}
-    assert statuses == {running: "interrupted", done: "promoted"}
+    assert switch.interrupt_running_runs(store) == [(running, "sentiment", "ngram")]
+    runs = {run.id: run for run in store.student_runs("sentiment")}
+    assert runs[running].status == "interrupted" and runs[done].status == "promoted"
+    assert runs[running].metrics == {
+        "train_size": 40,
+        "abandoned": True,
+        "error": switch.ABANDONED_RUN_ERROR,
+    }
+    assert switch.interrupt_running_runs(store) == []

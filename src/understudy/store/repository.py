@@ -450,8 +450,9 @@ class Store:
             for r in rows
         ]
 
-    def start_student_run(self, task: Task, kind: str) -> int:
-        """Log the start of a training run; returns the run id for ``finish_student_run``."""
+    def start_student_run(self, task: Task, kind: str, train_size: int | None = None) -> int:
+        """Log the start of a training run (with the labelled calls it starts from, when given:
+        kept in its metrics until it finishes); returns the run id for ``finish_student_run``."""
         with self.engine.begin() as conn:
             result = conn.execute(
                 t.student_runs.insert().values(
@@ -459,6 +460,7 @@ class Store:
                     kind=kind,
                     status="running",
                     started_at=t.utcnow(),
+                    metrics=None if train_size is None else {"train_size": train_size},
                 )
             )
         return _inserted_id(result)

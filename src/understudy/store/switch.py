@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from typing import NamedTuple
 
 import sqlalchemy as sa
 
@@ -150,12 +151,41 @@ def rolled_back_versions(store: Store, task_key: str, task_version: int) -> set[
     return versions
 
 
-def interrupt_running_runs(store: Store) -> int:
-    """Mark runs left ``running`` by a killed worker as ``interrupted``; returns how many."""
+ABANDONED_RUN_ERROR = (
+    "the process training it stopped without finishing it (killed, crashed or out of memory)"
+)
+
+
+class AbandonedRun(NamedTuple):
+    """A training run that a worker left ``running`` when it died."""
+
+    id: int
+    task_key: str
+    kind: str
+
+
+def interrupt_running_runs(store: Store) -> list[AbandonedRun]:
+    """Mark runs left ``running`` by a worker that died as ``interrupted``, with
+    ``abandoned: true`` and ``ABANDONED_RUN_ERROR`` added to their metrics; returns them."""
+    runs = t.student_runs
     with store.engine.begin() as conn:
-        result = conn.execute(
-            t.student_runs.update()
-            .where(t.student_runs.c.status == "running")
-            .values(status="interrupted", finished_at=t.utcnow())
-        )
-    return int(result.rowcount)
+        rows = conn.execute(
+            sa.select(runs.c.id, runs.c.kind, runs.c.metrics, t.tasks.c.key)
+            .join(t.tasks, runs.c.task_id == t.tasks.c.id)
+            .where(runs.c.status == "running")
+        ).all()
+        for row in rows:
+            conn.execute(
+                runs.update()
+                .where(runs.c.id == row.id, runs.c.status == "running")
+                .values(
+                    status="interrupted",
+                    finished_at=t.utcnow(),
+                    metrics={
+                        **(row.metrics or {}),
+                        "abandoned": True,
+                        "error": ABANDONED_RUN_ERROR,
+                    },
+                )
+            )
+    return [AbandonedRun(row.id, row.key, row.kind) for row in rows]
