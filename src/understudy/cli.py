@@ -452,12 +452,20 @@ def list_tasks() -> None:
     from understudy.settings import Settings
     from understudy.store import open_store
     from understudy.store.queries import tasks_overview
+    from understudy.store.worker_lock import WorkerLock
 
     settings = Settings()
+    store = open_store(settings)
     overviews = tasks_overview(
-        open_store(settings), min_labels=settings.first_train_labels, prices=settings.model_prices
+        store, min_labels=settings.first_train_labels, prices=settings.model_prices
     )
-    Console().print(tasks_table(overviews) if overviews else "No task yet.")
+    console = Console()
+    console.print(tasks_table(overviews) if overviews else "No task yet.")
+    if not WorkerLock(store.engine).taken_elsewhere():
+        console.print(
+            "[yellow]No worker is running against this database: no student trains and no task "
+            "changes mode (start `understudy serve` or `understudy worker`).[/yellow]"
+        )
 
 
 @app.command("task")

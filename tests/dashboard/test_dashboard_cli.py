@@ -15,6 +15,7 @@ from understudy.routing.modes import Mode
 from understudy.settings import Settings
 from understudy.store import Store
 from understudy.store import queries as q
+from understudy.store.worker_lock import WorkerLock
 from understudy.tasks import Task
 
 runner = CliRunner()
@@ -38,6 +39,7 @@ def test_tasks_and_task(seeded: list[SeededCall]) -> None:
     listed = runner.invoke(app, ["tasks"])
     assert listed.exit_code == 0, listed.output
     assert "sentiment v1" in listed.output and "shadow" in listed.output
+    assert "No worker is running against this database" in listed.output
     shown = runner.invoke(app, ["task", "sentiment"])
     assert shown.exit_code == 0, shown.output
     assert "serving student" in shown.output and "promoted" in shown.output
@@ -51,6 +53,17 @@ def test_tasks_and_task(seeded: list[SeededCall]) -> None:
     assert "$" not in runner.invoke(app, ["task", "sentiment"]).output  # no price: no figure
     missing = runner.invoke(app, ["task", "nope"])
     assert missing.exit_code == 1 and "no task 'nope'" in missing.output
+
+
+def test_tasks_says_nothing_of_the_worker_while_one_runs(
+    store: Store, seeded: list[SeededCall]
+) -> None:
+    worker = WorkerLock(store.engine)
+    assert worker.acquire()
+    try:
+        assert "No worker" not in runner.invoke(app, ["tasks"]).output
+    finally:
+        worker.release()
 
 
 def test_mode_is_recorded_with_its_reason(store: Store, seeded: list[SeededCall]) -> None:
