@@ -886,8 +886,8 @@ def purge(
 
 @app.command("doctor")
 def doctor() -> None:
-    """Check settings, database, upstream, model artifacts and auth; exit 1 if anything is
-    broken, saying how to fix it."""
+    """Check settings, database, upstream, model artifacts, the worker, the call log and auth;
+    exit 1 if anything is broken, saying how to fix it."""
     from rich.console import Console
     from rich.table import Table
 
