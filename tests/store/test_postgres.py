@@ -193,7 +193,8 @@ def test_one_worker_holds_the_lock_until_its_process_dies(database_url: str) -> 
         time.sleep(0.05)
     assert mine.acquire()  # still held: its connection is alive
     second = WorkerLock(open_store(Settings(database_url=database_url)).engine)
-    assert not second.acquire()
+    assert not second.acquire() and second.taken_elsewhere()
     mine.release()
+    assert not second.taken_elsewhere()
     assert second.acquire()
     second.release()

@@ -77,8 +77,9 @@ class WorkerLock:
                 connection.invalidate()
 
     def taken_elsewhere(self) -> bool:
-        """Whether another worker holds the lock now, found out without writing anything (for
-        ``understudy doctor``): False for databases that are not shared."""
+        """Whether another worker holds the lock now, found out without taking it or writing
+        anything (for ``understudy doctor``, the dashboard and ``/metrics``; PostgreSQL reads
+        ``pg_locks``): False for databases that are not shared."""
         if self._lock_path is not None:
             try:
                 lock_file = open(self._lock_path)  # noqa: SIM115 - closed below
@@ -92,9 +93,8 @@ class WorkerLock:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
                 return False
         if self._postgres and self._connection is None:
-            if not self._advisory_lock():
-                return True
-            self.release()
+            with self.engine.connect() as connection:
+                return bool(connection.execute(_HELD_IN_POSTGRES, _KEY_HALVES).scalar_one())
         return False
 
     def holder(self) -> str:
@@ -152,3 +152,10 @@ class WorkerLock:
 
 
 _KEY = {"key": WORKER_LOCK_KEY}
+# pg_locks shows a bigint advisory key as its high and low 32 bits (classid, objid), objsubid 1.
+_KEY_HALVES = {"high": WORKER_LOCK_KEY >> 32, "low": WORKER_LOCK_KEY & 0xFFFFFFFF}
+_HELD_IN_POSTGRES = sa.text(
+    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    " AND classid::bigint = :high AND objid::bigint = :low AND objsubid = 1)"
+)
