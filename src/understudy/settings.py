@@ -39,7 +39,14 @@ class Settings(BaseSettings):
     # --- storage ---
     data_dir: Path = Field(
         Path(".understudy"),
-        description="Directory for the SQLite database and the model registry.",
+        description="Directory for the SQLite database, the call log's journal and (unless "
+        "`registry_dir` is set) the model registry.",
+    )
+    registry_dir: Path | None = Field(
+        None,
+        description="Directory of the versioned student registry (default `<data_dir>/models`). "
+        "Replicas sharing a PostgreSQL database point it at one shared directory, where the "
+        "worker publishes and every gateway loads, and keep their own `data_dir`.",
     )
     database_url: str | None = Field(
         None,
@@ -360,8 +367,8 @@ class Settings(BaseSettings):
 
     @property
     def models_dir(self) -> Path:
-        """Root of the versioned student registry: ``<data_dir>/models``."""
-        return self.data_dir / "models"
+        """Root of the versioned student registry: ``registry_dir``, else ``<data_dir>/models``."""
+        return self.registry_dir or self.data_dir / "models"
 
     @property
     def journal_dir(self) -> Path:
