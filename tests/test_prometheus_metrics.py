@@ -3,6 +3,7 @@ gauges read the store at scrape time."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,10 @@ from understudy.metrics import GatewayMetrics
 from understudy.routing.modes import Mode
 from understudy.settings import Settings
 from understudy.store import open_store
-from understudy.store.worker_lock import WorkerLock
 from understudy.tasks import detect_task
 from understudy.testing.fake_teacher import FakeTeacher, run_fake_teacher
 from understudy.testing.gateway import run_gateway
+from understudy.worker import Worker
 from worker_support import REQUEST, log_audited_student_answer
 
 SCHEMA = {
@@ -134,8 +135,12 @@ def test_worker_running_gauge(tmp_path: Path) -> None:
     store = open_store(Settings(data_dir=tmp_path / "data"))
     metrics = GatewayMetrics(store)
     assert _total(_parse(metrics.exposition().decode()), "understudy_worker_running") == 0
-    worker = WorkerLock(store.engine)
-    assert worker.acquire()
-    assert _total(_parse(metrics.exposition().decode()), "understudy_worker_running") == 1
-    worker.release()
+    worker = Worker(Settings(data_dir=tmp_path / "data"), store)
+    assert worker.lead()
+    worker.run_once()
+    samples = _parse(metrics.exposition().decode())
+    assert _total(samples, "understudy_worker_running") == 1
+    last_pass = _total(samples, "understudy_worker_last_pass_timestamp_seconds")
+    assert abs(last_pass - time.time()) < 60
+    worker.worker_lock.release()
     store.close()

@@ -452,7 +452,8 @@ def list_tasks() -> None:
     from understudy.settings import Settings
     from understudy.store import open_store
     from understudy.store.queries import tasks_overview
-    from understudy.store.worker_lock import WorkerLock
+    from understudy.store.tables import utcnow
+    from understudy.store.worker_status import worker_status
 
     settings = Settings()
     store = open_store(settings)
@@ -461,11 +462,9 @@ def list_tasks() -> None:
     )
     console = Console()
     console.print(tasks_table(overviews) if overviews else "No task yet.")
-    if not WorkerLock(store.engine).taken_elsewhere():
-        console.print(
-            "[yellow]No worker is running against this database: no student trains and no task "
-            "changes mode (start `understudy serve` or `understudy worker`).[/yellow]"
-        )
+    problem = worker_status(store, settings.worker_poll_s).problem(utcnow())
+    if problem:
+        console.print(f"[yellow]{problem}[/yellow]")
 
 
 @app.command("task")

@@ -30,7 +30,8 @@ from understudy.store import Store
 from understudy.store.call_log import REJECTED_FILE, orphaned_segments
 from understudy.store.engine import MIGRATIONS_DIR, create_engine
 from understudy.store.keys import key_snapshot
-from understudy.store.worker_lock import WorkerLock
+from understudy.store.tables import utcnow
+from understudy.store.worker_status import worker_status
 
 # Seconds the upstream gets to answer ``GET /models``.
 UPSTREAM_TIMEOUT_S = 5.0
@@ -77,7 +78,7 @@ def diagnose(settings_factory: Callable[[], Settings] = Settings) -> list[Findin
     findings += _journal(settings)
     if store is not None:
         findings += _artifacts(settings, store)
-        findings += _worker(store)
+        findings += _worker(settings, store)
         findings += _auth(settings, store)
         store.close()
     return findings
@@ -241,19 +242,35 @@ def _artifacts(settings: Settings, store: Store) -> Iterator[Finding]:
         yield Finding("models", Status.OK, f"{len(serving)} serving student(s) verified")
 
 
-def _worker(store: Store) -> Iterator[Finding]:
-    lock = WorkerLock(store.engine)
-    if lock.taken_elsewhere():
-        yield Finding("worker", Status.OK, f"{lock.holder()} holds the worker lock")
-    else:
+def _worker(settings: Settings, store: Store) -> Iterator[Finding]:
+    status = worker_status(store, settings.worker_poll_s)
+    if not status.running:
         yield Finding(
             "worker",
             Status.WARN,
-            "no worker is running against this database: no student trains and no task changes "
-            "mode",
+            "no worker is running against this database: no student trains, no task changes "
+            "mode, no drifting student is rolled back",
             "start `understudy serve` (it starts one unless UNDERSTUDY_START_WORKER=false) or "
             "`understudy worker`",
         )
+        return
+    now = utcnow()
+    stuck = status.stuck_for_s(now)
+    if stuck is not None:
+        yield Finding(
+            "worker",
+            Status.FAIL,
+            f"{status.holder} holds the worker lock but finished no pass for {stuck / 60:.0f} min",
+            "stop its process (`understudy serve` starts another)",
+        )
+        return
+    beat = status.heartbeat
+    last = (
+        "no pass yet"
+        if beat is None or beat.last_pass_at is None
+        else (f"last pass {(now - beat.last_pass_at).total_seconds():.0f} s ago")
+    )
+    yield Finding("worker", Status.OK, f"{status.holder} holds the worker lock; {last}")
 
 
 def _auth(settings: Settings, store: Store) -> Iterator[Finding]:

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from understudy.store import Store, switch
 from understudy.store import queries as q
-from understudy.store.worker_lock import WorkerLock
+from understudy.store.worker_status import worker_status
 
 logger = logging.getLogger(__name__)
 
@@ -84,14 +84,13 @@ class GatewayMetrics:
 
 class StoreCollector(Collector):
     """Gauges read from the store at each scrape: live agreement, review-queue depth, training
-    runs by status, the mode of each task, whether a worker holds the database's worker lock
-    and, given the worker's ``live_window``, the live evidence the switch policy judges each task
-    by (``switch.policy_live_agreement``)."""
+    runs by status, the mode of each task, whether a worker holds the database's worker lock and
+    when it last finished a pass, and, given the worker's ``live_window``, the live evidence the
+    switch policy judges each task by (``switch.policy_live_agreement``)."""
 
     def __init__(self, store: Store, live_window: int | None = None) -> None:
         self.store = store
         self.live_window = live_window
-        self.worker_lock = WorkerLock(store.engine)
 
     def collect(self) -> Iterator[Metric]:
         agreement = GaugeMetricFamily(
@@ -134,8 +133,16 @@ class StoreCollector(Collector):
             "1 while a worker holds this database's worker lock (trains students, moves tasks "
             "between modes, rolls drifting students back), else 0.",
         )
+        last_pass = GaugeMetricFamily(
+            "understudy_worker_last_pass_timestamp_seconds",
+            "When the worker holding the lock last finished a pass (Unix time): alert when "
+            "time() minus this grows while understudy_worker_running is 1 (a stuck worker).",
+        )
         try:
-            worker.add_metric([], 1 if self.worker_lock.taken_elsewhere() else 0)
+            acting = worker_status(self.store, poll_s=0.0)
+            worker.add_metric([], 1 if acting.running else 0)
+            if acting.heartbeat is not None and acting.heartbeat.last_pass_at is not None:
+                last_pass.add_metric([], acting.heartbeat.last_pass_at.timestamp())
             for task in q.task_gauges(self.store):
                 compared.add_metric([task.key], task.compared)
                 if task.compared:
@@ -154,7 +161,7 @@ class StoreCollector(Collector):
             # A scrape must still return the request metrics when the database is unavailable.
             logger.exception("reading the store for /metrics failed")
             return
-        yield from (agreement, compared, depth, runs, mode, worker)
+        yield from (agreement, compared, depth, runs, mode, worker, last_pass)
         if self.live_window is not None:
             yield from (policy_compared, policy_agreement)
 

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -46,7 +48,7 @@ from understudy.serving.loader import load_student
 from understudy.serving.onnx_export import export_onnx
 from understudy.serving.registry import ModelRegistry
 from understudy.settings import Settings
-from understudy.store import Store, switch
+from understudy.store import Store, switch, worker_status
 from understudy.store.records import StudentRun, TaskState
 from understudy.store.worker_lock import WorkerLock
 from understudy.tasks import Example, Task
@@ -165,7 +167,9 @@ class Worker:
     def lead(self) -> bool:
         """Whether this worker may act now: it holds the database's worker lock, taking it if it
         is free. The first time it takes it, it cleans up after the worker before it (``recover``);
-        while another worker holds it, it says so once and stands by."""
+        while another worker holds it, it says so once and stands by. Taking it is recorded in
+        the heartbeat (``worker_status``), as every pass is."""
+        newly = not self.worker_lock.held
         if not self.worker_lock.acquire():
             if not self._standing_by:
                 logger.warning(
@@ -177,6 +181,8 @@ class Worker:
         if self._standing_by:
             logger.info("worker: took over this database's worker lock")
             self._standing_by = False
+        if newly:
+            worker_status.record_takeover(self.store, os.getpid(), socket.gethostname())
         if not self._recovered:
             # Only once: later, a run left ``running`` may be this worker's own, in its lane.
             self.recover()
@@ -250,6 +256,7 @@ class Worker:
         actions = [action for outcome in self._lane.outcomes() for action in outcome]
         for task, state in self.store.latest_tasks():
             actions.extend(self.step(task, state, background=background))
+        worker_status.record_pass(self.store)
         return actions
 
     def step(self, task: Task, state: TaskState, *, background: bool = False) -> list[WorkerAction]:

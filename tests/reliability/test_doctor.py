@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+from datetime import timedelta
 
 from reliability_support import sentiment_request
 from typer.testing import CliRunner
@@ -12,9 +13,11 @@ from typer.testing import CliRunner
 from understudy.cli import app as cli_app
 from understudy.settings import Settings
 from understudy.store import open_store
+from understudy.store import tables as t
 from understudy.store.keys import KeyRole, create_key
-from understudy.store.worker_lock import WorkerLock
+from understudy.store.tables import utcnow
 from understudy.tasks import detect_task
+from understudy.worker import Worker
 
 
 def _doctor(env: dict[str, str]) -> tuple[int, str]:
@@ -99,11 +102,19 @@ def test_the_doctor_says_whether_a_worker_is_running(settings: Settings) -> None
     output = _doctor(env)[1]
     assert "no worker is running against this database" in output and "understudy worker" in output
     assert not list(settings.data_dir.glob("*.worker.lock"))  # the doctor only reads
-    lock = WorkerLock(store.engine)
-    assert lock.acquire()
+    worker = Worker(settings, store)
+    assert worker.lead()
     try:
         output = _doctor(env)[1]
-        assert f"worker process {os.getpid()}" in output and "holds the worker lock" in output
+        assert f"worker process {os.getpid()} on {socket.gethostname()}" in output
+        assert "holds the worker lock; no pass yet" in output
+        # Holding the lock with no pass for an hour: stuck, and that is broken.
+        with store.engine.begin() as conn:
+            conn.execute(
+                t.worker_heartbeat.update().values(started_at=utcnow() - timedelta(hours=1))
+            )
+        code, output = _doctor(env)
+        assert code == 1 and "finished no" in output and "pass for 60 min" in output, output
     finally:
-        lock.release()
+        worker.worker_lock.release()
     assert "no worker is running" in _doctor(env)[1]  # a lock file nobody holds

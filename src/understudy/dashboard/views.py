@@ -40,7 +40,8 @@ from understudy.routing.overrides import (
 from understudy.settings import Settings
 from understudy.store import Store, switch
 from understudy.store import queries as q
-from understudy.store.worker_lock import WorkerLock
+from understudy.store.tables import utcnow
+from understudy.store.worker_status import worker_status
 
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_TYPES = {".css": "text/css", ".js": "text/javascript"}
@@ -96,7 +97,7 @@ def static(name: str) -> FileResponse:
 def tasks_page(request: Request) -> HTMLResponse:
     """Every task: mode, traffic, the student's share, live agreement, latency, the teacher
     cost avoided, and why it cannot switch (computed blockers and the worker's reasons); a
-    warning when no worker is running."""
+    warning when no worker is running or the one running is stuck."""
     settings = _settings(request)
     store = _store(request)
     overviews = q.tasks_overview(
@@ -106,7 +107,7 @@ def tasks_page(request: Request) -> HTMLResponse:
         "tasks.html",
         nav="tasks",
         tasks=overviews,
-        worker_running=WorkerLock(store.engine).taken_elsewhere(),
+        worker_problem=worker_status(store, settings.worker_poll_s).problem(utcnow()),
         days=q.OVERVIEW_DAYS,
         latency_sample=q.LATENCY_SAMPLE,
     )

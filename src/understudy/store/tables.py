@@ -175,3 +175,15 @@ call_hours = sa.Table(
     sa.Column("prompt_tokens", sa.Integer, nullable=False),
     sa.Column("completion_tokens", sa.Integer, nullable=False),
 )
+
+# The worker's heartbeat (one row, id 1): the process that holds the worker lock, since when, and
+# when it last finished a pass (``understudy.store.switch.record_worker_pass``).
+worker_heartbeat = sa.Table(
+    "worker_heartbeat",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("last_pass_at", UTCDateTime, nullable=True),
+)
