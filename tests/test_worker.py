@@ -16,10 +16,10 @@ from understudy.tasks import Task, detect_task
 from understudy.testing.tiny_models import write_tiny_encoder
 from understudy.worker import Worker
 from worker_support import (
-    REQUEST,
     UNSEEN_SENTIMENT_WORDS,
     log_audited_student_answer,
     log_teacher_calls,
+    register_review_task,
 )
 
 
@@ -42,9 +42,7 @@ def store(settings: Settings) -> Store:
 
 @pytest.fixture()
 def task(store: Store) -> Task:
-    spec = detect_task(REQUEST)
-    assert spec is not None
-    return store.register_task(spec)
+    return register_review_task(store)
 
 
 def test_nothing_trains_before_enough_labels(settings: Settings, store: Store, task: Task) -> None:
@@ -181,9 +179,7 @@ def test_encoder_students_are_exported_to_int8_onnx_and_evaluated_as_served(
         }
     )
     store = open_store(probe_settings)
-    spec = detect_task(REQUEST)
-    assert spec is not None
-    task = store.register_task(spec)
+    task = register_review_task(store)
     log_teacher_calls(store, task, 300, seed=7)
     actions = Worker(probe_settings, store).run_once()
     assert [a.what for a in actions] == ["promoted"]
@@ -211,9 +207,7 @@ def test_an_int8_graph_below_the_agreement_bar_is_not_served(
         }
     )
     store = open_store(strict)
-    spec = detect_task(REQUEST)
-    assert spec is not None
-    log_teacher_calls(store, store.register_task(spec), 300, seed=7)
+    log_teacher_calls(store, register_review_task(store), 300, seed=7)
     assert [a.what for a in Worker(strict, store).run_once()] == ["promoted"]
     published = strict.models_dir / "review" / "v1"
     assert not (published / "model.int8.onnx").exists()

@@ -15,12 +15,12 @@ import pytest
 from understudy.serving.registry import ModelRegistry
 from understudy.settings import Settings
 from understudy.store import Store, open_store
-from understudy.tasks import Example, Task, detect_task
+from understudy.tasks import Example, Task
 from understudy.testing.tiny_models import write_tiny_encoder, write_tiny_student
 from understudy.training import TRAINERS, NgramTrainer, ProbeConfig, ProbeTrainer, TrainResult
 from understudy.training.config import DistillConfig, FinetuneConfig
 from understudy.worker import Worker, student_config
-from worker_support import REQUEST, log_teacher_calls
+from worker_support import log_teacher_calls, register_review_task
 
 # Longest wait for a gated trainer or the lane: a broken test fails instead of hanging.
 DEADLINE_S = 60.0
@@ -48,9 +48,7 @@ def store(settings: Settings) -> Store:
 
 @pytest.fixture()
 def task(store: Store) -> Task:
-    spec = detect_task(REQUEST)
-    assert spec is not None
-    return store.register_task(spec)
+    return register_review_task(store)
 
 
 @pytest.fixture()

@@ -17,9 +17,9 @@ from understudy.settings import Settings
 from understudy.store import Store, open_store
 from understudy.store.engine import create_engine
 from understudy.store.worker_lock import WorkerLock
-from understudy.tasks import Task, detect_task
+from understudy.tasks import Task
 from understudy.worker import Worker
-from worker_support import REQUEST, log_teacher_calls
+from worker_support import log_teacher_calls, register_review_task
 
 DEADLINE_S = 30.0
 
@@ -46,9 +46,7 @@ def store(settings: Settings) -> Store:
 
 @pytest.fixture()
 def task(store: Store) -> Task:
-    spec = detect_task(REQUEST)
-    assert spec is not None
-    return store.register_task(spec)
+    return register_review_task(store)
 
 
 def statuses(store: Store) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from understudy.store import CallKind, CallRecord, Store, switch
-from understudy.tasks import LabelSource, Task
+from understudy.tasks import LabelSource, Task, detect_task
 
 REQUEST = {
     "response_format": {
@@ -92,3 +92,10 @@ def log_audited_student_answer(
         )
     )
     switch.record_audit(store, call_id, {"sentiment": teacher_label}, teacher_model="t")
+
+
+def register_review_task(store: Store) -> Task:
+    """The review task of ``REQUEST``, registered in ``store``."""
+    spec = detect_task(REQUEST)
+    assert spec is not None
+    return store.register_task(spec)
