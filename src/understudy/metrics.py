@@ -65,6 +65,12 @@ class GatewayMetrics:
             buckets=CONFIDENCE_BUCKETS,
             registry=self.registry,
         )
+        self.audits_skipped = Counter(
+            "understudy_audits_skipped",
+            "Sampled audits not sent because max_concurrent_audits were in flight, by task.",
+            ["task"],
+            registry=self.registry,
+        )
         if store is not None:
             self.registry.register(StoreCollector(store, live_window))
 

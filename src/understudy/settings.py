@@ -72,6 +72,14 @@ class Settings(BaseSettings):
     upstream_max_connections: int = Field(
         100, description="Size of the connection pool to the upstream."
     )
+    max_concurrent_audits: int = Field(
+        16,
+        ge=0,
+        description="Most audits (student answers asked of the teacher again, in the background) "
+        "in flight at once; a sampled audit past it is skipped and counted "
+        "(`understudy_audits_skipped_total`), so that audits never take the upstream connections "
+        "callers' calls need when the teacher slows down.",
+    )
 
     # --- gateway ---
     host: str = Field("127.0.0.1", description="Interface `understudy serve` binds to.")

@@ -9,6 +9,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -207,8 +208,8 @@ def test_past_the_concurrency_limit_callers_get_429(
 # --- degraded mode: a serving student stands in for a failing teacher --------------------------
 
 
-@pytest.fixture()
-def serving(settings: Settings, teacher: FakeTeacher) -> Iterator[tuple[httpx.Client, Store]]:
+@contextmanager
+def student_standing_by(settings: Settings) -> Iterator[tuple[httpx.Client, Store]]:
     """A gateway whose sentiment task has a published ngram student in cascade mode, with a
     threshold above 1 so the teacher answers every call while it is up."""
     fast = settings.model_copy(update={"model_refresh_s": 0.05, "heldout_fraction": 0.0})
@@ -223,6 +224,12 @@ def serving(settings: Settings, teacher: FakeTeacher) -> Iterator[tuple[httpx.Cl
         store.set_mode("sentiment", "cascade", "test: a student stands by")
         yield client, store
         store.close()
+
+
+@pytest.fixture()
+def serving(settings: Settings) -> Iterator[tuple[httpx.Client, Store]]:
+    with student_standing_by(settings) as serving:
+        yield serving
 
 
 def test_a_serving_student_answers_while_the_teacher_is_down(
@@ -248,3 +255,39 @@ def test_a_serving_student_answers_while_the_teacher_is_down(
     plain = client.post("/chat/completions", json=ECHO)
     assert plain.status_code in (502, 503)
     assert _error(plain)["type"] == "upstream_error"
+
+
+def test_audits_past_the_limit_are_skipped_while_the_teacher_is_slow(
+    settings: Settings, teacher: FakeTeacher
+) -> None:
+    limited = settings.model_copy(update={"max_concurrent_audits": 2})
+    with student_standing_by(limited) as (client, store):
+        store.update_task_state("sentiment", audit_rate=1.0, reason="test: audit every answer")
+        store.set_mode("sentiment", "student", "test: the student answers everything")
+        teacher.latency_ms = 1500.0  # each audit holds its upstream connection for 1.5 s
+
+        def student_answers() -> bool:
+            response = client.post("/chat/completions", json=sentiment_request("good stuff"))
+            return response.headers["x-understudy-answered-by"] == "student"
+
+        poll(student_answers, "the student to answer")  # the first audit is now in flight
+        for i in range(5):
+            response = client.post("/chat/completions", json=sentiment_request(f"good {i}"))
+            assert response.headers["x-understudy-answered-by"] == "student"
+
+        def skipped() -> float:
+            root = str(client.base_url).removesuffix("/").removesuffix("/v1")
+            for line in httpx.get(f"{root}/metrics").text.splitlines():
+                if line.startswith('understudy_audits_skipped_total{task="sentiment"}'):
+                    return float(line.split()[-1])
+            return 0.0
+
+        # Six audits sampled, two in flight at most: the other four were skipped, not queued.
+        assert skipped() == 4
+        audited = lambda: sum(  # noqa: E731
+            call.agreed is not None for call in store.recent_calls("sentiment", limit=1000)
+        )
+        poll(lambda: audited() == 2, "the two audits in flight to finish")
+        client.post("/chat/completions", json=sentiment_request("good again"))
+        poll(lambda: audited() == 3, "a later audit to go through")
+        assert skipped() == 4

@@ -73,6 +73,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.upstream = upstream
     app.state.students = students
     app.state.background = background
+    app.state.audits_in_flight = 0  # see student_path.audit_in_background
     app.state.redactor = Redactor.from_settings(settings)
     install_error_handlers(app)
     # Innermost first: only authenticated requests take a concurrency slot, and the request id

@@ -207,14 +207,26 @@ async def answer_with_student(
 
 
 async def audit_in_background(request: Request, call: ClassificationCall) -> None:
-    """Ask the teacher the same question after the student answered; record their agreement."""
+    """Ask the teacher the same question after the student answered; record their agreement.
+    Skipped (and counted) while ``max_concurrent_audits`` audits are in flight."""
     request_id, task, payload = call.request_id, call.task, call.payload
+    state = request.app.state
+    if state.audits_in_flight >= settings_of(request).max_concurrent_audits:
+        logger.debug("audit of call %s skipped: too many audits in flight", request_id)
+        state.metrics.audits_skipped.labels(task=task.key).inc()
+        return
     store: Store = store_of(request)
     upstream = upstream_of(request)
     body = {k: v for k, v in payload.items() if k not in ("stream", "stream_options")}
     headers = upstream.headers(request.headers)
 
     async def audit() -> None:
+        try:
+            await send_audit()
+        finally:
+            state.audits_in_flight -= 1
+
+    async def send_audit() -> None:
         try:
             response = await upstream.send(
                 "POST", UPSTREAM_PATH, headers, json.dumps(body).encode(), stream=False
@@ -242,4 +254,5 @@ async def audit_in_background(request: Request, call: ClassificationCall) -> Non
         )
         logger.debug("audit of call %s: agreed=%s", request_id, agreed)
 
+    state.audits_in_flight += 1
     spawn(request, audit(), name=f"audit-{request_id}")
