@@ -95,7 +95,7 @@ def run_worker(
         console = Console()
         if not worker.lead():
             console.print(
-                f"[red]{worker.worker_lock.holder()} holds this database's worker lock: one worker "
+                f"[red]{worker.lock_holder()} holds this database's worker lock: one worker "
                 "acts on a database at a time. Run this when it has stopped, or on a copy of the "
                 "data directory.[/red]"
             )

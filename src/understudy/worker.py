@@ -173,8 +173,7 @@ class Worker:
         if not self.worker_lock.acquire():
             if not self._standing_by:
                 logger.warning(
-                    "worker: %s holds this database's worker lock; standing by",
-                    self.worker_lock.holder(),
+                    "worker: %s holds this database's worker lock; standing by", self.lock_holder()
                 )
                 self._standing_by = True
             return False
@@ -188,6 +187,10 @@ class Worker:
             self.recover()
             self._recovered = True
         return True
+
+    def lock_holder(self) -> str:
+        """Who holds the database's worker lock (its heartbeat's process and host), for messages."""
+        return worker_status.worker_status(self.store, self.settings.worker_poll_s).holder
 
     def recover(self) -> None:
         """Clean up after a killed predecessor: interrupted runs and half-written artifacts."""

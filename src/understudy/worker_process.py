@@ -86,21 +86,25 @@ class WorkerSupervisor:
     def _supervise(self) -> None:
         delay = RESTART_DELAY_S
         while True:
-            process = self._spawn()
-            if process is None:
-                return
-            started = time.monotonic()
-            code = process.wait()
-            if self._stopping.is_set():
-                return
-            if time.monotonic() - started >= HEALTHY_RUN_S:
-                delay = RESTART_DELAY_S
-            logger.error(
-                "worker process %d exited with code %d; starting another in %.0f s",
-                process.pid,
-                code,
-                delay,
-            )
+            try:
+                process = self._spawn()
+            except OSError:  # no memory to fork, no such interpreter any more...
+                logger.exception("could not start the worker; trying again in %.0f s", delay)
+            else:
+                if process is None:
+                    return
+                started = time.monotonic()
+                code = process.wait()
+                if self._stopping.is_set():
+                    return
+                if time.monotonic() - started >= HEALTHY_RUN_S:
+                    delay = RESTART_DELAY_S
+                logger.error(
+                    "worker process %d exited with code %d; starting another in %.0f s",
+                    process.pid,
+                    code,
+                    delay,
+                )
             if self._stopping.wait(delay):
                 return
             delay = min(2 * delay, MAX_RESTART_DELAY_S)

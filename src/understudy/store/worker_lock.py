@@ -79,7 +79,9 @@ class WorkerLock:
     def taken_elsewhere(self) -> bool:
         """Whether another worker holds the lock now, found out without taking it or writing
         anything (for ``understudy doctor``, the dashboard and ``/metrics``; PostgreSQL reads
-        ``pg_locks``): False for databases that are not shared."""
+        ``pg_locks``): False when this process holds it, and for databases that are not shared."""
+        if self.held:
+            return False
         if self._lock_path is not None:
             try:
                 lock_file = open(self._lock_path)  # noqa: SIM115 - closed below
@@ -92,7 +94,7 @@ class WorkerLock:
                     return True
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
                 return False
-        if self._postgres and self._connection is None:
+        if self._postgres:
             with self.engine.connect() as connection:
                 return bool(connection.execute(_HELD_IN_POSTGRES, _KEY_HALVES).scalar_one())
         return False
