@@ -265,11 +265,9 @@ def _worker(settings: Settings, store: Store) -> Iterator[Finding]:
         )
         return
     beat = status.heartbeat
-    last = (
-        "no pass yet"
-        if beat is None or beat.last_pass_at is None
-        else (f"last pass {(now - beat.last_pass_at).total_seconds():.0f} s ago")
-    )
+    last = "no pass yet"
+    if beat is not None and beat.last_pass_at is not None:
+        last = f"last pass {(now - beat.last_pass_at).total_seconds():.0f} s ago"
     yield Finding("worker", Status.OK, f"{status.holder} holds the worker lock; {last}")
 
 
