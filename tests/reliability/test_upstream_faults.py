@@ -264,7 +264,8 @@ def test_audits_past_the_limit_are_skipped_while_the_teacher_is_slow(
     with student_standing_by(limited) as (client, store):
         store.update_task_state("sentiment", audit_rate=1.0, reason="test: audit every answer")
         store.set_mode("sentiment", "student", "test: the student answers everything")
-        teacher.latency_ms = 1500.0  # each audit holds its upstream connection for 1.5 s
+        # Each audit holds its upstream connection for 3 s: far longer than the calls below take.
+        teacher.latency_ms = 3000.0
 
         def student_answers() -> bool:
             response = client.post("/chat/completions", json=sentiment_request("good stuff"))
