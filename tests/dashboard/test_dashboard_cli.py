@@ -13,8 +13,9 @@ from understudy.cli import app
 from understudy.dashboard.sample import SeededCall
 from understudy.routing.modes import Mode
 from understudy.settings import Settings
-from understudy.store import Store
+from understudy.store import Store, switch
 from understudy.store import queries as q
+from understudy.store import tables as t
 from understudy.store.worker_lock import WorkerLock
 from understudy.tasks import Task
 
@@ -55,6 +56,19 @@ def test_tasks_and_task(seeded: list[SeededCall]) -> None:
     assert missing.exit_code == 1 and "no task 'nope'" in missing.output
 
 
+def test_task_says_why_a_run_did_not_finish(store: Store, seeded: list[SeededCall]) -> None:
+    task = store.get_task("sentiment")
+    store.start_student_run(task, "finetune", train_size=900)
+    switch.interrupt_running_runs(store)
+    failed = store.start_student_run(task, "probe")
+    store.finish_student_run(failed, "failed", metrics={"error": "bad [/bold] shape [3, 4]"})
+    result = runner.invoke(app, ["task", "sentiment"])
+    assert result.exit_code == 0, result.output
+    shown = " ".join(result.output.split())
+    assert "interrupted" in shown and "out of memory" in shown
+    assert "bad [/bold] shape [3, 4]" in shown  # printed as is, not read as markup
+
+
 def test_tasks_says_nothing_of_the_worker_while_one_runs(
     store: Store, seeded: list[SeededCall]
 ) -> None:
@@ -89,6 +103,27 @@ def test_review_labels_skips_and_undoes(store: Store, seeded: list[SeededCall]) 
     human = {e.call_id: e.labels for e in store.examples("sentiment") if e.source.value == "human"}
     assert human == {first: {"sentiment": "positive"}, third: {"sentiment": "neutral"}}
     assert second not in human
+
+
+def test_text_from_callers_and_people_is_printed_as_is(
+    store: Store, seeded: list[SeededCall]
+) -> None:
+    """Caller texts, reasons and labels with brackets are text, not rich markup: "[/x]" once
+    crashed these commands, and the review menu's "[s] skip" lost its "[s]"."""
+    first = q.review_queue(store, "sentiment", limit=1)[0].call_id
+    with store.engine.begin() as conn:
+        conn.execute(
+            t.calls.update().where(t.calls.c.id == first).values(input_text="a [/x] [red]film")
+        )
+    reviewed = runner.invoke(app, ["review", "sentiment"], input="q\n")
+    assert reviewed.exit_code == 0, reviewed.output
+    assert "a [/x] [red]film" in reviewed.output
+    assert "[1] positive" in reviewed.output and "[s] skip  [u] undo  [q] quit" in reviewed.output
+    moved = runner.invoke(app, ["mode", "sentiment", "cascade", "--reason", "ok [/bold] [urgent]"])
+    assert moved.exit_code == 0, moved.output
+    shown = runner.invoke(app, ["task", "sentiment"])
+    assert shown.exit_code == 0, shown.output
+    assert "ok [/bold] [urgent] (cli)" in " ".join(shown.output.split())
 
 
 def test_export_to_a_file_and_stdout(

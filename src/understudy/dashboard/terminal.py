@@ -7,8 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from understudy.dashboard.formatting import (
     ms,
@@ -43,14 +45,14 @@ def tasks_table(overviews: list[q.TaskOverview]) -> Table:
         if o.compared:
             agreement += f" ({pct(o.agreement_low)}–{pct(o.agreement_high)}, n={o.compared})"
         table.add_row(
-            f"{o.key} v{o.version}",
+            Text(f"{o.key} v{o.version}"),
             o.mode.value,
             f"{o.calls_per_day:.0f}",
             pct(o.student_share),
             agreement,
             str(o.labelled),
             usd(o.savings.avoided_cost_usd),
-            "; ".join(o.blockers) or "ready",
+            Text("; ".join(o.blockers) or "ready"),
         )
     return table
 
@@ -85,8 +87,8 @@ def print_task(console: Console, store: Store, key: str, settings: Settings) -> 
         rows.append((f"{side} p50/p99", f"{ms(latency.p50_ms)} / {ms(latency.p99_ms)}"))
     rows.append(("blockers", "; ".join(o.blockers) or "none"))
     for name, value in rows:
-        facts.add_row(name, value)
-    console.print(Panel(facts, title=f"{o.key} v{o.version}"))
+        facts.add_row(name, Text(value))
+    console.print(Panel(facts, title=escape(f"{o.key} v{o.version}")))
     runs = Table(title="Student runs")
     for column in ("run", "kind", "status", "version", "graph", "agreement", "coverage"):
         runs.add_column(column)
@@ -95,7 +97,8 @@ def print_task(console: Console, store: Store, key: str, settings: Settings) -> 
         runs.add_row(
             str(run.id),
             run.kind,
-            run.status,
+            # Text, not markup: an error message may hold brackets.
+            Text(f"{run.status}\n{metrics['error']}" if metrics.get("error") else run.status),
             run.version or "–",
             served_graph(run.kind, run.metrics),
             pct(metrics.get("agreement")),
@@ -108,7 +111,10 @@ def print_task(console: Console, store: Store, key: str, settings: Settings) -> 
     for event in store.events(key, limit=10):
         change = f"{event.from_mode or '–'} → {event.to_mode}" if event.to_mode else ""
         events.add_row(
-            event.created_at.strftime("%Y-%m-%d %H:%M"), event.kind, change, event.reason or ""
+            event.created_at.strftime("%Y-%m-%d %H:%M"),
+            event.kind,
+            change,
+            Text(event.reason or ""),
         )
     console.print(events)
 
@@ -158,17 +164,22 @@ def review(
         item = pending[0]
         console.print(
             Panel(
-                item.text,
-                title=f"{item.reason.value} · {item.call_id}",
-                subtitle=f"teacher: {_labels(item.teacher_labels)} · "
-                f"student: {_labels(item.student_labels)} · confidence {pct(item.confidence)}",
+                Text(item.text),
+                title=escape(f"{item.reason.value} · {item.call_id}"),
+                subtitle=escape(
+                    f"teacher: {_labels(item.teacher_labels)} · "
+                    f"student: {_labels(item.student_labels)} · confidence {pct(item.confidence)}"
+                ),
             )
         )
         chosen: dict[str, str] = {}
         action = ""
         for head in task.heads:
             menu = "  ".join(f"[{i}] {value}" for i, value in enumerate(head.labels, start=1))
-            console.print(f"[bold]{head.name}[/bold]: {menu}   [s] skip  [u] undo  [q] quit")
+            console.print(
+                f"[bold]{escape(head.name)}[/bold]: {escape(menu)}   "
+                + escape("[s] skip  [u] undo  [q] quit")
+            )
             while True:
                 answer = ask(">").strip().lower()
                 if answer in ("s", "u", "q"):
@@ -199,13 +210,13 @@ def review(
                 tally.skipped -= 1
             tally.undone += 1
             pending.insert(0, previous)
-            console.print(f"undid {kind} of {previous.call_id}")
+            console.print(Text(f"undid {kind} of {previous.call_id}"))
         else:
             stored = store.add_labels(item.call_id, chosen, source=LabelSource.HUMAN, author=author)
             pending.pop(0)
             history.append(("label", item))
             tally.labelled += 1
-            console.print(f"[green]saved[/green] {_labels(stored)}")
+            console.print(f"[green]saved[/green] {escape(_labels(stored))}")
 
 
 def _labels(labels: dict[str, str]) -> str:
