@@ -102,3 +102,12 @@ def test_settings_command_masks_secrets(monkeypatch: pytest.MonkeyPatch) -> None
     assert result.exit_code == 0
     assert "UNDERSTUDY_UPSTREAM_API_KEY" in result.output
     assert "sk-very-secret" not in result.output
+
+
+def test_settings_command_prints_values_as_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A regex's brackets once read as rich markup: "[/x]" crashed the command.
+    monkeypatch.setenv("UNDERSTUDY_REDACT_PATTERNS", '{"ids": "id-[a-z]+[/x]"}')
+    monkeypatch.setenv("COLUMNS", "200")
+    result = CliRunner().invoke(app, ["settings"])
+    assert result.exit_code == 0, result.output
+    assert "id-[a-z]+[/x]" in result.output

@@ -95,14 +95,16 @@ def run_worker(
         console = Console()
         if not worker.lead():
             console.print(
-                f"[red]{worker.lock_holder()} holds this database's worker lock: one worker "
-                "acts on a database at a time. Run this when it has stopped, or on a copy of the "
-                "data directory.[/red]"
+                f"{worker.lock_holder()} holds this database's worker lock: one worker acts on a "
+                "database at a time. Run this when it has stopped, or on a copy of the data "
+                "directory.",
+                style="red",
+                markup=False,
             )
             raise typer.Exit(1)
         try:
             for action in worker.run_once():
-                console.print(f"[bold]{action.task_key}[/bold] {action.what}: {action.detail}")
+                console.print(f"{action.task_key} {action.what}: {action.detail}", markup=False)
         finally:
             worker.worker_lock.release()
         return
@@ -130,10 +132,11 @@ def import_logs(
     tasks = ", ".join(sorted(report.tasks)) or "none"
     console.print(
         f"imported {report.imported} rows ({report.duplicates} already present, "
-        f"{len(report.errors)} rejected) into tasks: {tasks}"
+        f"{len(report.errors)} rejected) into tasks: {tasks}",
+        markup=False,
     )
     for error in report.errors[:20]:
-        console.print(f"  [red]{error}[/red]")
+        console.print(f"  {error}", style="red", markup=False)
     if report.errors:
         raise typer.Exit(1)
 
@@ -151,6 +154,7 @@ def show_settings(
     """Show the settings in effect (secrets masked), or document them all as Markdown."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from understudy.settings import Settings
     from understudy.settings_doc import settings_markdown, with_settings_table
@@ -168,9 +172,9 @@ def show_settings(
         return
     table = Table("setting", "value")
     for name, value in Settings().model_dump().items():
-        table.add_row(
-            f"UNDERSTUDY_{name.upper()}", "****" if "api_key" in name and value else str(value)
-        )
+        # Text, not markup: values such as redact patterns hold brackets.
+        shown = "****" if "api_key" in name and value else str(value)
+        table.add_row(f"UNDERSTUDY_{name.upper()}", Text(shown))
     Console().print(table)
 
 
@@ -254,7 +258,8 @@ def pretrain(
         raise typer.BadParameter(exc.message) from exc
     Console().print(
         f"pretrained on {len(texts)} texts in {result.seconds:.0f} s: held-out MLM loss "
-        f"{result.heldout_loss:.3f}, accuracy {result.heldout_accuracy:.1%} -> {result.out_dir}"
+        f"{result.heldout_loss:.3f}, accuracy {result.heldout_accuracy:.1%} -> {result.out_dir}",
+        markup=False,
     )
 
 
@@ -327,10 +332,11 @@ def train(
             },
         )
         if assistant is not None:
-            console.print(f"the distilled student starts from and learns {assistant}")
+            console.print(f"the distilled student starts from and learns {assistant}", markup=False)
         console.print(
             f"training a {student} student for {task}: {len(examples.train)} examples, "
-            f"{len(examples.heldout)} held out"
+            f"{len(examples.heldout)} held out",
+            markup=False,
         )
         published = train_and_publish(
             student,
@@ -341,11 +347,12 @@ def train(
             store=store,
         )
     except UnderstudyError as exc:
-        console.print(f"[red]{exc.message}[/red]")
+        console.print(exc.message, style="red", markup=False)
         raise typer.Exit(1) from exc
     console.print(
         f"published {task} {published.version} in {published.result.timings_s['total']:.1f} s "
-        f"-> {published.path}"
+        f"-> {published.path}",
+        markup=False,
     )
     if published.report is not None:
         console.print(report_table(published.report))
@@ -388,7 +395,11 @@ def eval_student(
     try:
         chosen = version or registry.latest(task)
         if chosen is None:
-            console.print(f"[red]no student for task {task!r}; run `understudy train {task}`[/red]")
+            console.print(
+                f"no student for task {task!r}; run `understudy train {task}`",
+                style="red",
+                markup=False,
+            )
             raise typer.Exit(1)
         loaded = registry.load(task, chosen, backend=cast(Backend, backend))
         manifest = StudentManifest.read(registry.path(task, chosen))
@@ -402,7 +413,7 @@ def eval_student(
             default_target = task_target(store.task_state(task, manifest.task_version), settings)
         report = evaluate(loaded, spec, heldout, target if target is not None else default_target)
     except UnderstudyError as exc:
-        console.print(f"[red]{exc.message}[/red]")
+        console.print(exc.message, style="red", markup=False)
         raise typer.Exit(1) from exc
     console.print(report_table(report))
     console.print(threshold_line(report))
@@ -429,14 +440,20 @@ def predict(
     try:
         chosen = version or registry.latest(task)
         if chosen is None:
-            console.print(f"[red]no student for task {task!r}; run `understudy train {task}`[/red]")
+            console.print(
+                f"no student for task {task!r}; run `understudy train {task}`",
+                style="red",
+                markup=False,
+            )
             raise typer.Exit(1)
         loaded = registry.load(task, chosen, backend=cast(Backend, backend))
         (prediction,) = loaded.predict([text])
     except UnderstudyError as exc:
-        console.print(f"[red]{exc.message}[/red]")
+        console.print(exc.message, style="red", markup=False)
         raise typer.Exit(1) from exc
-    console.print(f"{task} {chosen} ({loaded.kind}), confidence {prediction.confidence:.3f}")
+    console.print(
+        f"{task} {chosen} ({loaded.kind}), confidence {prediction.confidence:.3f}", markup=False
+    )
     console.print(prediction_table(prediction))
 
 
@@ -464,7 +481,7 @@ def list_tasks() -> None:
     console.print(tasks_table(overviews) if overviews else "No task yet.")
     problem = worker_status(store, settings.worker_poll_s).problem(utcnow())
     if problem:
-        console.print(f"[yellow]{problem}[/yellow]")
+        console.print(problem, style="yellow", markup=False)
 
 
 @app.command("task")
@@ -482,7 +499,7 @@ def show_task(name: Annotated[str, typer.Argument(help="Task key.")]) -> None:
     try:
         print_task(console, open_store(settings), name, settings)
     except UnderstudyError as exc:
-        console.print(f"[red]{exc.message}[/red]")
+        console.print(exc.message, style="red", markup=False)
         raise typer.Exit(1) from exc
 
 
@@ -504,7 +521,9 @@ def set_mode(
     console = Console()
     if mode not in {m.value for m in Mode}:
         console.print(
-            f"[red]unknown mode {mode!r}; one of {', '.join(m.value for m in Mode)}[/red]"
+            f"unknown mode {mode!r}; one of {', '.join(m.value for m in Mode)}",
+            style="red",
+            markup=False,
         )
         raise typer.Exit(2)
     try:
@@ -512,9 +531,9 @@ def set_mode(
         before = store.task_state(task).mode
         state = store.set_mode(task, mode, f"{reason} (cli)", evidence={"via": "cli"})
     except UnderstudyError as exc:
-        console.print(f"[red]{exc.message}[/red]")
+        console.print(exc.message, style="red", markup=False)
         raise typer.Exit(1) from exc
-    console.print(f"{task}: {before.value} → {state.mode.value}")
+    console.print(f"{task}: {before.value} → {state.mode.value}", markup=False)
 
 
 @app.command("tune")
@@ -554,12 +573,13 @@ def tune_task(
             changes["audit_rate"] = parse_audit_rate(audit_rate)
         state = open_store(settings).update_task_state(task, reason=f"{reason} (cli)", **changes)
     except UnderstudyError as exc:
-        console.print(f"[red]{exc.message}[/red]")
+        console.print(exc.message, style="red", markup=False)
         raise typer.Exit(1) from exc
     console.print(
         f"{task}: target agreement "
         f"{task_knob(state.target_agreement, settings.target_agreement)}, "
-        f"audit rate {task_knob(state.audit_rate, settings.audit_rate)}"
+        f"audit rate {task_knob(state.audit_rate, settings.audit_rate)}",
+        markup=False,
     )
 
 
@@ -598,7 +618,7 @@ def review_queue(
             disagreement_only=disagreements,
         )
     except UnderstudyError as exc:
-        console.print(f"[red]{exc.message}[/red]")
+        console.print(exc.message, style="red", markup=False)
         raise typer.Exit(1) from exc
     console.print(f"labelled {tally.labelled}, skipped {tally.skipped}, undid {tally.undone}")
 
@@ -666,6 +686,7 @@ def list_keys() -> None:
     """Every key: id, name, role, the first characters, when created and revoked."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from understudy.store import open_store
     from understudy.store.keys import list_keys as store_list_keys
@@ -675,7 +696,7 @@ def list_keys() -> None:
         revoked = key.revoked_at.strftime("%Y-%m-%d %H:%M") if key.revoked_at else ""
         table.add_row(
             str(key.id),
-            key.name or "",
+            Text(key.name or ""),
             key.role.value,
             f"{key.prefix}...",
             key.created_at.strftime("%Y-%m-%d %H:%M"),
@@ -769,7 +790,8 @@ def demo(
     console.print(
         f"Look around: UNDERSTUDY_DATA_DIR={report.config['data_dir']} "
         f"UNDERSTUDY_TARGET_AGREEMENT={report.config['target_agreement']} understudy serve, "
-        "then open http://127.0.0.1:8000/ui"
+        "then open http://127.0.0.1:8000/ui",
+        markup=False,
     )
 
 
@@ -820,7 +842,7 @@ def bench_e2e(
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=2) + "\n")
-    console.print(f"wrote {out}")
+    console.print(f"wrote {out}", markup=False)
 
 
 @app.command("savings")
@@ -830,6 +852,7 @@ def show_savings(
     """Teacher calls, tokens and cost the students avoided, net of audits, per task."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from understudy.savings import task_savings
     from understudy.settings import Settings
@@ -846,7 +869,7 @@ def show_savings(
         saved = task_savings(store, key, settings.model_prices)
         cost = "-" if saved.avoided_cost_usd is None else f"${saved.avoided_cost_usd:.4f}"
         table.add_row(
-            key,
+            Text(key),
             str(saved.teacher_calls),
             str(saved.student_calls),
             str(saved.audited_calls),
@@ -889,6 +912,7 @@ def doctor() -> None:
     exit 1 if anything is broken, saying how to fix it."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from understudy.doctor import Status, diagnose
 
@@ -898,9 +922,9 @@ def doctor() -> None:
     for finding in findings:
         table.add_row(
             finding.check,
-            f"[{style[finding.status]}]{finding.status.value}[/]",
-            finding.detail,
-            finding.fix,
+            Text(finding.status.value, style=style[finding.status]),
+            Text(finding.detail),
+            Text(finding.fix),
         )
     Console(width=160).print(table)
     if any(finding.status is Status.FAIL for finding in findings):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from understudy.evaluation.report import EvaluationReport
 from understudy.tasks import Prediction
@@ -21,11 +23,11 @@ def report_table(report: EvaluationReport) -> Table:
         "accuracy (gold)",
         "macro-F1",
         "ECE",
-        title=f"{report.task_key} {report.student_version} ({report.student_kind})",
+        title=escape(f"{report.task_key} {report.student_version} ({report.student_kind})"),
     )
     for head in report.heads:
         table.add_row(
-            head.name,
+            Text(head.name),
             str(head.n),
             f"{_percent(head.agreement)} of {head.n_teacher}",
             f"{_percent(head.accuracy)} of {head.n_gold}",
@@ -58,5 +60,8 @@ def prediction_table(prediction: Prediction) -> Table:
     for head, label in prediction.labels.items():
         ranked = sorted(prediction.probs[head].items(), key=lambda item: -item[1])
         runner_up = f"{ranked[1][0]} ({ranked[1][1]:.3f})" if len(ranked) > 1 else ""
-        table.add_row(head, label, f"{prediction.probs[head][label]:.3f}", runner_up)
+        # Text, not markup: head names and labels come from the task's schema.
+        table.add_row(
+            Text(head), Text(label), f"{prediction.probs[head][label]:.3f}", Text(runner_up)
+        )
     return table
