@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from understudy.store import CallKind, CallRecord, Store, switch
 from understudy.tasks import LabelSource, Task, detect_task
@@ -71,26 +72,37 @@ def log_teacher_calls(
         )
 
 
+def student_answer(
+    task: Task,
+    call_id: str,
+    label: str,
+    *,
+    version: str = "v1",
+    text: str = "great film",
+    request: dict[str, Any] = REQUEST,
+) -> CallRecord:
+    """A call of ``task`` that student ``version`` answered with sentiment ``label``."""
+    return CallRecord(
+        id=call_id,
+        kind=CallKind.CLASSIFICATION,
+        request=request,
+        response={},
+        status_code=200,
+        task=task,
+        user_text=text,
+        input_text=text,
+        labels={"sentiment": label},
+        answered_by="student",
+        student_version=version,
+        confidence=0.99,
+    )
+
+
 def log_audited_student_answer(
     store: Store, task: Task, call_id: str, teacher_label: str, student_label: str = "positive"
 ) -> None:
     """Log a call student ``v1`` answered (``student_label``) and the teacher's audit of it."""
-    store.record_call(
-        CallRecord(
-            id=call_id,
-            kind=CallKind.CLASSIFICATION,
-            request=REQUEST,
-            response={},
-            status_code=200,
-            task=task,
-            user_text="great film",
-            input_text="great film",
-            labels={"sentiment": student_label},
-            answered_by="student",
-            student_version="v1",
-            confidence=0.99,
-        )
-    )
+    store.record_call(student_answer(task, call_id, student_label))
     switch.record_audit(store, call_id, {"sentiment": teacher_label}, teacher_model="t")
 
 

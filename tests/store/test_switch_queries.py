@@ -8,8 +8,9 @@ import pytest
 
 from understudy.routing.modes import Mode
 from understudy.settings import Settings
-from understudy.store import CallKind, CallRecord, Store, open_store, switch
+from understudy.store import CallRecord, Store, open_store, switch
 from understudy.tasks import LabelSource, Task, detect_task
+from worker_support import student_answer
 
 REQUEST = {
     "response_format": {
@@ -39,19 +40,8 @@ def task(store: Store) -> Task:
 
 
 def student_call(task: Task, call_id: str, label: str, version: str = "v1") -> CallRecord:
-    return CallRecord(
-        id=call_id,
-        kind=CallKind.CLASSIFICATION,
-        request=REQUEST,
-        response={},
-        status_code=200,
-        task=task,
-        user_text=f"text {call_id}",
-        input_text=f"text {call_id}",
-        labels={"sentiment": label},
-        answered_by="student",
-        student_version=version,
-        confidence=0.99,
+    return student_answer(
+        task, call_id, label, version=version, text=f"text {call_id}", request=REQUEST
     )
 
 

@@ -219,6 +219,19 @@ def _reason(form: dict[str, str]) -> str:
     return reason
 
 
+def _confirm(key: str, form: str, change: str, **fields: str) -> HTMLResponse:
+    """The page that asks to confirm ``change`` of task ``key``: it posts ``fields`` back to the
+    task's ``form`` route with ``confirm=yes``."""
+    return _page(
+        "confirm.html",
+        nav="tasks",
+        key=key,
+        action=f"/ui/tasks/{key}/{form}",
+        change=change,
+        fields=fields,
+    )
+
+
 def _redirect(key: str, message: str) -> RedirectResponse:
     return RedirectResponse(f"/ui/tasks/{key}?{urlencode({'message': message})}", status_code=303)
 
@@ -236,13 +249,8 @@ async def change_mode(request: Request, key: str) -> HTMLResponse | RedirectResp
     reason = _reason(form)
     current = store.task_state(key)
     if form.get("confirm") != "yes":
-        return _page(
-            "confirm.html",
-            nav="tasks",
-            key=key,
-            action=f"/ui/tasks/{key}/mode",
-            change=f"mode {current.mode.value} → {mode.value}",
-            fields={"mode": mode.value, "reason": reason},
+        return _confirm(
+            key, "mode", f"mode {current.mode.value} → {mode.value}", mode=mode.value, reason=reason
         )
     store.set_mode(key, mode, f"{reason} (dashboard)", evidence={"via": "dashboard"})
     return _redirect(key, f"mode changed to {mode.value}")
@@ -266,13 +274,8 @@ async def change_threshold(request: Request, key: str) -> HTMLResponse | Redirec
     shown = "none" if threshold is None else f"{threshold:.3f}"
     if form.get("confirm") != "yes":
         before = "none" if current.threshold is None else f"{current.threshold:.3f}"
-        return _page(
-            "confirm.html",
-            nav="tasks",
-            key=key,
-            action=f"/ui/tasks/{key}/threshold",
-            change=f"threshold {before} → {shown}",
-            fields={"threshold": raw, "reason": reason},
+        return _confirm(
+            key, "threshold", f"threshold {before} → {shown}", threshold=raw, reason=reason
         )
     store.update_task_state(key, threshold=threshold, reason=f"{reason} (dashboard)")
     return _redirect(key, f"threshold set to {shown}")
@@ -304,13 +307,8 @@ async def change_knobs(request: Request, key: str) -> HTMLResponse | RedirectRes
         for name, value in changes.items()
     )
     if form.get("confirm") != "yes":
-        return _page(
-            "confirm.html",
-            nav="tasks",
-            key=key,
-            action=f"/ui/tasks/{key}/knobs",
-            change=shown,
-            fields={"target_agreement": raw_target, "audit_rate": raw_audit, "reason": reason},
+        return _confirm(
+            key, "knobs", shown, target_agreement=raw_target, audit_rate=raw_audit, reason=reason
         )
     store.update_task_state(key, reason=f"{reason} (dashboard)", **changes)
     return _redirect(key, f"set {shown}")
