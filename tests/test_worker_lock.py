@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from understudy import worker as worker_module
+from understudy.serving.registry import ModelRegistry
 from understudy.settings import Settings
-from understudy.store import Store, open_store
+from understudy.store import Store, open_store, switch
 from understudy.store.engine import create_engine
 from understudy.store.worker_lock import WorkerLock
 from understudy.tasks import Task
@@ -100,3 +102,30 @@ def test_a_second_worker_stands_by_until_the_first_lets_go(
     # It let the lock go when it stopped.
     assert first.acquire()
     first.release()
+
+
+def test_a_worker_whose_run_another_worker_took_over_does_not_publish(
+    settings: Settings,
+    store: Store,
+    task: Task,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log_teacher_calls(store, task, 300, seed=1)
+    train_student = worker_module.train_student
+
+    def train_while_another_worker_takes_over(*args: object, **kwargs: object) -> None:
+        train_student(*args, **kwargs)  # type: ignore[arg-type]
+        # Meanwhile this worker's PostgreSQL connection dropped with its lock, and another worker
+        # took the lock and cleaned up (``Worker.recover``): this worker's run is interrupted.
+        switch.interrupt_running_runs(store)
+
+    monkeypatch.setattr(worker_module, "train_student", train_while_another_worker_takes_over)
+    caplog.set_level(logging.WARNING, logger="understudy.worker")
+    actions = Worker(settings, store).run_once()
+
+    assert [action.what for action in actions] == ["discarded"]
+    assert statuses(store) == ["interrupted"]
+    assert store.task_state(task.key, task.version).serving_version is None
+    assert ModelRegistry(settings.models_dir).versions(task.key) == []
+    assert "closed by another worker while it trained" in caplog.text

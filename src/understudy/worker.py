@@ -425,6 +425,18 @@ class Worker:
                 if run_id in self._abandoned:
                     shutil.rmtree(staging, ignore_errors=True)
                     return []
+                if self.store.student_run_status(run_id) != "running":
+                    # Another worker took the worker lock while this one trained (a PostgreSQL
+                    # connection lost with its lock) and marked the run interrupted: it acts now.
+                    shutil.rmtree(staging, ignore_errors=True)
+                    logger.warning(
+                        "task %s: run %d was closed by another worker while it trained "
+                        "(this worker lost the worker lock): its student is discarded",
+                        task.key,
+                        run_id,
+                    )
+                    detail = f"{summary}; another worker took over run {run_id}"
+                    return [WorkerAction(task.key, "discarded", detail)]
                 answering = state.mode in (Mode.CASCADE, Mode.STUDENT)
                 if not beats(report, incumbent, answering=answering):
                     shutil.rmtree(staging, ignore_errors=True)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from understudy.errors import InvalidRequest, ModelError, NotFound
+from understudy.processes import ProcessRef
 from understudy.serving.artifact import StudentManifest
 from understudy.serving.registry import ModelRegistry
 from understudy.tasks import Head
@@ -98,3 +101,20 @@ def test_newest_of_kind_passes_over_other_kinds_task_versions_and_broken_artifac
     assert registry.newest_of_kind("topics", 1, "probe") is None
     (registry.path("topics", "v2") / "heads.safetensors").write_bytes(b"tampered")
     assert registry.newest_of_kind("topics", 1, "finetune") == registry.path("topics", "v1")
+
+
+def test_discard_staging_keeps_what_a_live_command_writes(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    exited = subprocess.Popen(["true"])
+    exited.wait()
+    here = socket.gethostname()
+    live = registry.staging_dir("topics", owner=ProcessRef.current())
+    elsewhere = registry.staging_dir("topics", owner=ProcessRef(1, f"not-{here}"))
+    dead = registry.staging_dir("topics", owner=ProcessRef(exited.pid, here))
+    workers = registry.staging_dir("topics")
+    assert registry.discard_staging() == 2
+    assert live.is_dir() and elsewhere.is_dir()
+    assert not dead.exists() and not workers.exists()
+    # What a command stages publishes like any other artifact.
+    staged = write_tiny_student(live, HEADS, task="topics")
+    assert registry.publish(staged, "topics") == "v1"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from understudy.processes import ProcessRef
 from understudy.routing.modes import Mode
 from understudy.settings import Settings
 from understudy.store import CallRecord, Store, open_store, switch
@@ -113,3 +116,15 @@ def test_runs_left_running_are_marked_interrupted(store: Store, task: Task) -> N
         "error": switch.ABANDONED_RUN_ERROR,
     }
     assert switch.interrupt_running_runs(store) == []
+
+
+def test_runs_of_a_live_command_are_left_running(store: Store, task: Task) -> None:
+    exited = subprocess.Popen(["true"])
+    exited.wait()
+    here = socket.gethostname()
+    live = store.start_student_run(task, "probe", started_by=ProcessRef.current())
+    elsewhere = store.start_student_run(task, "probe", started_by=ProcessRef(1, f"not-{here}"))
+    dead = store.start_student_run(task, "probe", started_by=ProcessRef(exited.pid, here))
+    assert switch.interrupt_running_runs(store) == [(dead, "sentiment", "probe")]
+    statuses = {run.id: run.status for run in store.student_runs("sentiment")}
+    assert statuses == {live: "running", elsewhere: "running", dead: "interrupted"}

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from understudy.errors import InvalidRequest, ModelError, NotFound
+from understudy.processes import ProcessRef
 from understudy.serving.artifact import STUDENT_FILE, StudentManifest
 from understudy.serving.checksums import verify_checksums, write_checksums
 from understudy.serving.loader import Backend, load_student
@@ -22,7 +23,13 @@ from understudy.serving.student import Student
 _VERSION = re.compile(r"v(\d+)")
 _TASK_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _STAGING_PREFIX = ".staging-"
+_STAGING_OWNER = re.compile(re.escape(_STAGING_PREFIX) + r"(\d+)\+(.+)\+")
 _MAX_PUBLISH_ATTEMPTS = 100
+
+
+def _staging_owner_may_be_alive(staging: Path) -> bool:
+    owner = _STAGING_OWNER.match(staging.name)
+    return owner is not None and ProcessRef(int(owner[1]), owner[2]).may_be_alive()
 
 
 def version_name(number: int) -> str:
@@ -42,11 +49,14 @@ class ModelRegistry:
             raise InvalidRequest(f"task key {task_key!r} cannot name a model directory")
         return self.models_dir / task_key
 
-    def staging_dir(self, task_key: str) -> Path:
-        """A fresh, empty directory to write a new artifact into before ``publish``."""
+    def staging_dir(self, task_key: str, *, owner: ProcessRef | None = None) -> Path:
+        """A fresh, empty directory to write a new artifact into before ``publish``. An ``owner``
+        (a command beside the worker: ``understudy train``) is named in it, so that
+        ``discard_staging`` leaves it alone while that process lives."""
         parent = self.task_dir(task_key)
         parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=parent))
+        prefix = _STAGING_PREFIX if owner is None else f"{_STAGING_PREFIX}{owner.pid}+{owner.host}+"
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
 
     def versions(self, task_key: str) -> list[str]:
         """Published versions of a task, oldest first (empty when none)."""
@@ -122,7 +132,8 @@ class ModelRegistry:
     def discard_staging(self) -> int:
         """Delete staging directories left by a writer that died; returns how many.
 
-        Call only when no writer is running (the worker does, at start-up).
+        Call only when no worker is writing (the worker does when it takes the worker lock).
+        Directories of an owner that may still be alive (``staging_dir(owner=...)``) are kept.
         """
         if not self.models_dir.is_dir():
             return 0
@@ -131,6 +142,7 @@ class ModelRegistry:
             for task_dir in self.models_dir.iterdir()
             if task_dir.is_dir()
             for staging in task_dir.glob(f"{_STAGING_PREFIX}*")
+            if not _staging_owner_may_be_alive(staging)
         ]
         for staging in leftovers:
             shutil.rmtree(staging, ignore_errors=True)

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, Row
 
 from understudy.errors import InvalidRequest, UnknownRequest, UnknownTask
+from understudy.processes import ProcessRef
 from understudy.routing.modes import Mode
 from understudy.store import tables as t
 from understudy.store.pending import without_waiting_for_calls
@@ -450,9 +451,25 @@ class Store:
             for r in rows
         ]
 
-    def start_student_run(self, task: Task, kind: str, train_size: int | None = None) -> int:
-        """Log the start of a training run (with the labelled calls it starts from, when given:
-        kept in its metrics until it finishes); returns the run id for ``finish_student_run``."""
+    def start_student_run(
+        self,
+        task: Task,
+        kind: str,
+        train_size: int | None = None,
+        *,
+        started_by: ProcessRef | None = None,
+    ) -> int:
+        """Log the start of a training run; returns the run id for ``finish_student_run``.
+
+        Its metrics keep, until it finishes, the labelled calls it starts from (``train_size``)
+        and the process training it when that is not the worker (``started_by``: a worker taking
+        the worker lock leaves such a run alone while that process may be alive).
+        """
+        started: dict[str, Any] = {}
+        if train_size is not None:
+            started["train_size"] = train_size
+        if started_by is not None:
+            started["started_by"] = started_by.to_json()
         with self.engine.begin() as conn:
             result = conn.execute(
                 t.student_runs.insert().values(
@@ -460,7 +477,7 @@ class Store:
                     kind=kind,
                     status="running",
                     started_at=t.utcnow(),
-                    metrics=None if train_size is None else {"train_size": train_size},
+                    metrics=started or None,
                 )
             )
         return _inserted_id(result)
@@ -487,6 +504,14 @@ class Store:
                 )
             )
         return closed.rowcount == 1
+
+    def student_run_status(self, run_id: int) -> str | None:
+        """A training run's status (``running`` until it ends); None for an unknown id."""
+        with self.engine.connect() as conn:
+            status: str | None = conn.execute(
+                sa.select(t.student_runs.c.status).where(t.student_runs.c.id == run_id)
+            ).scalar_one_or_none()
+        return status
 
     def student_runs(self, task_key: str) -> list[StudentRun]:
         """A task's training runs (all versions), newest first."""

@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import sqlalchemy as sa
 
+from understudy.processes import ProcessRef
 from understudy.routing.modes import ROLLBACK, Mode
 from understudy.store import tables as t
 from understudy.store.records import TaskState
@@ -156,6 +157,11 @@ ABANDONED_RUN_ERROR = (
 )
 
 
+def _command_may_be_training(metrics: Mapping[str, object] | None) -> bool:
+    started_by = ProcessRef.from_json((metrics or {}).get("started_by"))
+    return started_by is not None and started_by.may_be_alive()
+
+
 class AbandonedRun(NamedTuple):
     """A training run that a worker left ``running`` when it died."""
 
@@ -166,14 +172,22 @@ class AbandonedRun(NamedTuple):
 
 def interrupt_running_runs(store: Store) -> list[AbandonedRun]:
     """Mark runs left ``running`` by a worker that died as ``interrupted``, with
-    ``abandoned: true`` and ``ABANDONED_RUN_ERROR`` added to their metrics; returns them."""
+    ``abandoned: true`` and ``ABANDONED_RUN_ERROR`` added to their metrics; returns them.
+
+    Runs a command trains (``started_by``: ``understudy train``) are left alone while their
+    process may be alive, and marked like the worker's once it has exited.
+    """
     runs = t.student_runs
     with store.engine.begin() as conn:
-        rows = conn.execute(
-            sa.select(runs.c.id, runs.c.kind, runs.c.metrics, t.tasks.c.key)
-            .join(t.tasks, runs.c.task_id == t.tasks.c.id)
-            .where(runs.c.status == "running")
-        ).all()
+        rows = [
+            row
+            for row in conn.execute(
+                sa.select(runs.c.id, runs.c.kind, runs.c.metrics, t.tasks.c.key)
+                .join(t.tasks, runs.c.task_id == t.tasks.c.id)
+                .where(runs.c.status == "running")
+            ).all()
+            if not _command_may_be_training(row.metrics)
+        ]
         for row in rows:
             conn.execute(
                 runs.update()

@@ -14,6 +14,7 @@ from typing import Any
 
 from understudy.errors import ConfigurationError
 from understudy.evaluation import EvaluationReport, evaluate, write_heldout_metrics
+from understudy.processes import ProcessRef
 from understudy.serving.loader import load_student
 from understudy.serving.registry import ModelRegistry
 from understudy.settings import Settings
@@ -93,11 +94,16 @@ def train_and_publish(
     """Train a student into a staging directory, evaluate it on the held-out examples (its report
     goes into ``metrics.json``), publish it as the task's next version.
 
-    With a ``store`` the run is logged as a student run. Raises InsufficientData when there are
-    too few labels; the staging directory is removed on any failure.
+    With a ``store`` the run is logged as a student run, as this process's (a worker taking the
+    worker lock leaves the run and its staging directory alone while it lives). Raises
+    InsufficientData when there are too few labels; the staging directory is removed on any
+    failure, Ctrl-C included (the run is then ``interrupted``).
     """
-    run_id = store.start_student_run(data.task, kind) if store else None
-    staging = registry.staging_dir(data.task.key)
+    this_process = ProcessRef.current()
+    run_id = None
+    if store:
+        run_id = store.start_student_run(data.task, kind, len(data.train), started_by=this_process)
+    staging = registry.staging_dir(data.task.key, owner=this_process)
     try:
         result = train_student(kind, data.task, data.train, staging, config)
         report = None
@@ -107,10 +113,11 @@ def train_and_publish(
             )
             write_heldout_metrics(staging, report)
         version = registry.publish(staging, data.task.key)
-    except Exception as error:
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
         if store and run_id is not None:
-            store.finish_student_run(run_id, "failed", metrics={"error": str(error)})
+            status = "failed" if isinstance(error, Exception) else "interrupted"
+            store.finish_student_run(run_id, status, metrics={"error": str(error) or repr(error)})
         raise
     if store and run_id is not None:
         metrics = {**(report.to_json() if report else {}), "train_size": len(data.train)}
