@@ -5,6 +5,7 @@ known state."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from understudy.serving.registry import ModelRegistry
 from understudy.settings import Settings
 from understudy.store import open_store
 from understudy.tasks import Task, detect_task
+from understudy.testing.tiny_models import write_tiny_student
 from worker_support import REQUEST
 
 
@@ -82,5 +84,40 @@ async def test_a_failing_refresh_keeps_the_last_known_state(
         assert (await pool.state(task)).mode is Mode.SHADOW
         await _eventually(failed)
         assert (await pool.state(task)).mode is Mode.SHADOW
+    await pool.close()
+    pool.store.close()
+
+
+async def test_each_task_version_is_answered_by_its_own_student(tmp_path: Path) -> None:
+    # Clients on the old schema and on the new one call at once (a rolling deploy): each task
+    # version keeps its own serving student, whose heads match that version's schema.
+    pool, task = _pool_and_task(tmp_path)
+    changed = copy.deepcopy(REQUEST)
+    changed["response_format"]["json_schema"]["schema"]["properties"]["sentiment"]["enum"] = [
+        "negative",
+        "neutral",
+        "positive",
+    ]
+    spec = detect_task(changed)
+    assert spec is not None
+    new_task = pool.store.register_task(spec)
+    assert (new_task.key, new_task.version) == (task.key, 2)
+    registry = pool.registry
+    serving = {}
+    for each in (task, new_task):
+        staging = write_tiny_student(registry.staging_dir(each.key), each.heads, task=each.key)
+        serving[each.version] = registry.publish(staging, each.key)
+        pool.store.update_task_state(
+            each.key, serving_version=serving[each.version], version=each.version
+        )
+
+    for _ in range(2):
+        for each in (task, new_task):
+            loaded = await pool.wait_loaded(await pool.state(each))
+            assert loaded is not None and loaded.version == serving[each.version]
+    for each in (task, new_task):
+        current = await pool.current(await pool.state(each))
+        assert current is not None and current.version == serving[each.version]
+        assert current.student.heads == each.heads
     await pool.close()
     pool.store.close()

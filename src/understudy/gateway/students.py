@@ -61,9 +61,11 @@ class StudentPool:
         self.max_wait_ms = max_wait_ms
         self._states: dict[tuple[str, int], tuple[TaskState, float]] = {}
         self._refreshing: dict[tuple[str, int], asyncio.Task[TaskState]] = {}
-        self._serving: dict[str, ServingStudent] = {}
-        self._loading: dict[str, asyncio.Task[None]] = {}
-        self._failed: set[tuple[str, str]] = set()
+        # Keyed by task version: while clients on an old schema still call, its task version
+        # keeps answering with its own student, whose heads match that schema.
+        self._serving: dict[tuple[str, int], ServingStudent] = {}
+        self._loading: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._failed: set[tuple[str, int, str]] = set()
 
     async def state(self, task: Task) -> TaskState:
         """The task version's state. The first call reads it from the store; later calls get
@@ -110,46 +112,49 @@ class StudentPool:
             refreshing.cancel()
 
     async def current(self, state: TaskState) -> ServingStudent | None:
-        """The student serving this task now, starting a background load when a newer serving
-        version was published. Returns the previous student (or None) until the load is done."""
-        serving = self._serving.get(state.key)
+        """The student serving this task version now, starting a background load when a newer
+        serving version was published. Returns the previous student (or None) until the load is
+        done."""
+        task = (state.key, state.version)
+        serving = self._serving.get(task)
         wanted = state.serving_version
         if wanted is None:
             return None
-        if (serving is None or serving.version != wanted) and (
-            state.key,
-            wanted,
-        ) not in self._failed:
-            loading = self._loading.get(state.key)
+        if (serving is None or serving.version != wanted) and (*task, wanted) not in self._failed:
+            loading = self._loading.get(task)
             if loading is None or loading.done():
-                self._loading[state.key] = asyncio.get_running_loop().create_task(
-                    self._load(state.key, wanted), name=f"load-student-{state.key}"
+                self._loading[task] = asyncio.get_running_loop().create_task(
+                    self._load(task, wanted), name=f"load-student-{state.key}"
                 )
         return serving
 
     async def wait_loaded(self, state: TaskState) -> ServingStudent | None:
         """Like ``current``, but waits for a pending load (used by tests and warm-up)."""
         await self.current(state)
-        loading = self._loading.get(state.key)
+        loading = self._loading.get((state.key, state.version))
         if loading is not None:
             await loading
-        return self._serving.get(state.key)
+        return self._serving.get((state.key, state.version))
 
-    async def _load(self, task_key: str, version: str) -> None:
+    async def _load(self, task: tuple[str, int], version: str) -> None:
+        task_key, task_version = task
         try:
             student = await anyio.to_thread.run_sync(self.registry.load, task_key, version)
         except Exception:
             # A broken artifact must not take the task down: keep the old student, log, and do
             # not retry this version (the worker will publish another).
             logger.exception(
-                "task %s: could not load student %s; keeping the old one", task_key, version
+                "task %s (version %d): could not load student %s; keeping the old one",
+                task_key,
+                task_version,
+                version,
             )
-            self._failed.add((task_key, version))
+            self._failed.add((task_key, task_version, version))
             return
         batcher = MicroBatcher(student, max_batch=self.max_batch, max_wait_ms=self.max_wait_ms)
-        old = self._serving.get(task_key)
-        self._serving[task_key] = ServingStudent(version, student, batcher)
-        logger.info("task %s: now serving student %s", task_key, version)
+        old = self._serving.get(task)
+        self._serving[task] = ServingStudent(version, student, batcher)
+        logger.info("task %s (version %d): now serving student %s", task_key, task_version, version)
         if old is not None:
             await asyncio.sleep(RETIRE_GRACE_S)
             await old.batcher.close()
