@@ -3,6 +3,7 @@ task between modes by the switch policy (real SQLite, real ngram students)."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from understudy.tasks import Task, detect_task
 from understudy.testing.tiny_models import write_tiny_encoder
 from understudy.worker import Worker
 from worker_support import (
+    REQUEST,
     UNSEEN_SENTIMENT_WORDS,
     log_audited_student_answer,
     log_teacher_calls,
@@ -123,6 +125,32 @@ def test_live_drift_rolls_the_task_back(settings: Settings, store: Store, task: 
     # The rolled-back version is not promoted again on its old held-out evidence.
     assert worker.run_once() == []
     assert store.task_state("review").mode is Mode.SHADOW
+
+
+def test_drift_on_an_older_schema_still_answered_rolls_it_back(
+    settings: Settings, store: Store, task: Task
+) -> None:
+    log_teacher_calls(store, task, 400, seed=5)
+    worker = Worker(settings, store)
+    worker.run_once()
+    assert store.task_state("review").mode is Mode.CASCADE
+    # The schema changed (version 2), but clients on the old one still call: version 1's student
+    # answers them, and its audits now disagree.
+    changed = copy.deepcopy(REQUEST)
+    changed["response_format"]["json_schema"]["schema"]["properties"]["sentiment"]["enum"] = [
+        "negative",
+        "neutral",
+        "positive",
+    ]
+    spec = detect_task(changed)
+    assert spec is not None and store.register_task(spec).version == 2
+    for i in range(25):
+        log_audited_student_answer(store, task, f"student-{i}", teacher_label="negative")
+
+    actions = worker.run_once()
+    assert [a.what for a in actions] == ["mode cascade -> shadow"]
+    assert store.task_state("review", 1).mode is Mode.SHADOW
+    assert store.task_state("review", 2).mode is Mode.SHADOW
 
 
 def test_required_free_text_keeps_a_task_in_shadow(settings: Settings, store: Store) -> None:

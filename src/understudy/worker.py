@@ -259,6 +259,10 @@ class Worker:
         actions = [action for outcome in self._lane.outcomes() for action in outcome]
         for task, state in self.store.latest_tasks():
             actions.extend(self.step(task, state, background=background))
+        for task, state in self.store.older_answering_tasks():
+            # Nothing trains for an old schema, but its student still answers the callers on it,
+            # so its live audits are still judged (and a drift rolls it back).
+            actions.extend(self._apply_policy(task, state))
         worker_status.record_pass(self.store)
         return actions
 

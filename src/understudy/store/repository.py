@@ -48,12 +48,16 @@ _SOURCE_RANK = {LabelSource.TEACHER: 0, LabelSource.IMPORT: 1, LabelSource.HUMAN
 _UNSET: Any = object()
 
 
-def _newest_task_versions() -> sa.Select[Any]:
-    newest = (
+def _newest_version_of_each_key() -> sa.Subquery:
+    return (
         sa.select(t.tasks.c.key, sa.func.max(t.tasks.c.version).label("version"))
         .group_by(t.tasks.c.key)
         .subquery()
     )
+
+
+def _newest_task_versions() -> sa.Select[Any]:
+    newest = _newest_version_of_each_key()
     return (
         sa.select(t.tasks)
         .join(newest, sa.and_(t.tasks.c.key == newest.c.key, t.tasks.c.version == newest.c.version))
@@ -61,8 +65,23 @@ def _newest_task_versions() -> sa.Select[Any]:
     )
 
 
+def _older_answering_task_versions() -> sa.Select[Any]:
+    newest = _newest_version_of_each_key()
+    return (
+        sa.select(t.tasks)
+        .join(newest, t.tasks.c.key == newest.c.key)
+        .where(
+            t.tasks.c.version < newest.c.version,
+            t.tasks.c.mode.in_([Mode.CASCADE.value, Mode.STUDENT.value]),
+        )
+        .order_by(t.tasks.c.key, t.tasks.c.version)
+    )
+
+
 NEWEST_TASK_VERSIONS = _newest_task_versions()
 """Rows of the ``tasks`` table for the newest version of each key, by key."""
+OLDER_ANSWERING_TASK_VERSIONS = _older_answering_task_versions()
+"""Rows of older task versions in cascade or student mode, by key and version."""
 
 
 def is_heldout(call_id: str, fraction: float) -> bool:
@@ -292,6 +311,13 @@ class Store:
         """The newest version of every task with its state (no counts: cheap to call often)."""
         with self.engine.connect() as conn:
             rows = conn.execute(NEWEST_TASK_VERSIONS).all()
+        return [(_task_of(row), _state_of(row)) for row in rows]
+
+    def older_answering_tasks(self) -> list[tuple[Task, TaskState]]:
+        """Task versions older than their key's newest whose student still answers (cascade or
+        student mode): callers on an old schema are answered by that version's student."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(OLDER_ANSWERING_TASK_VERSIONS).all()
         return [(_task_of(row), _state_of(row)) for row in rows]
 
     def cached_task(self, spec: TaskSpec) -> Task | None:
