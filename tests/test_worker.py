@@ -3,7 +3,6 @@ task between modes by the switch policy (real SQLite, real ngram students)."""
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -17,10 +16,10 @@ from understudy.tasks import Task, detect_task
 from understudy.testing.tiny_models import write_tiny_encoder
 from understudy.worker import Worker
 from worker_support import (
-    REQUEST,
     UNSEEN_SENTIMENT_WORDS,
     log_audited_student_answer,
     log_teacher_calls,
+    register_changed_review_task,
     register_review_task,
 )
 
@@ -136,14 +135,7 @@ def test_drift_on_an_older_schema_still_answered_rolls_it_back(
     assert store.task_state("review").mode is Mode.CASCADE
     # The schema changed (version 2), but clients on the old one still call: version 1's student
     # answers them, and its audits now disagree.
-    changed = copy.deepcopy(REQUEST)
-    changed["response_format"]["json_schema"]["schema"]["properties"]["sentiment"]["enum"] = [
-        "negative",
-        "neutral",
-        "positive",
-    ]
-    spec = detect_task(changed)
-    assert spec is not None and store.register_task(spec).version == 2
+    register_changed_review_task(store)
     for i in range(25):
         log_audited_student_answer(store, task, f"student-{i}", teacher_label="negative")
 

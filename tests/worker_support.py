@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 from typing import Any
 
@@ -111,3 +112,15 @@ def register_review_task(store: Store) -> Task:
     spec = detect_task(REQUEST)
     assert spec is not None
     return store.register_task(spec)
+
+
+def register_changed_review_task(store: Store) -> Task:
+    """Version 2 of the review task, registered in ``store``: its schema gained a ``neutral``."""
+    changed = copy.deepcopy(REQUEST)
+    sentiment = changed["response_format"]["json_schema"]["schema"]["properties"]["sentiment"]
+    sentiment["enum"] = ["negative", "neutral", "positive"]
+    spec = detect_task(changed)
+    assert spec is not None
+    task = store.register_task(spec)
+    assert (task.key, task.version) == ("review", 2)
+    return task

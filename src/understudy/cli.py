@@ -510,6 +510,13 @@ def set_mode(
     reason: Annotated[str, typer.Option(help="Why; recorded in the task's audit log.")] = (
         "set by an operator"
     ),
+    version: Annotated[
+        int | None,
+        typer.Option(
+            help="Task version (default: the newest; older schemas' callers are still "
+            "answered by their own version)."
+        ),
+    ] = None,
 ) -> None:
     """Move a task to another mode (recorded as an event with the reason)."""
     from rich.console import Console
@@ -528,12 +535,16 @@ def set_mode(
         raise typer.Exit(2)
     try:
         store = open_store()
-        before = store.task_state(task).mode
-        state = store.set_mode(task, mode, f"{reason} (cli)", evidence={"via": "cli"})
+        before = store.task_state(task, version)
+        state = store.set_mode(
+            task, mode, f"{reason} (cli)", evidence={"via": "cli"}, version=before.version
+        )
     except UnderstudyError as exc:
         console.print(exc.message, style="red", markup=False)
         raise typer.Exit(1) from exc
-    console.print(f"{task}: {before.value} → {state.mode.value}", markup=False)
+    console.print(
+        f"{task} (version {state.version}): {before.mode.value} → {state.mode.value}", markup=False
+    )
 
 
 @app.command("tune")

@@ -5,7 +5,6 @@ known state."""
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,7 +18,7 @@ from understudy.settings import Settings
 from understudy.store import open_store
 from understudy.tasks import Task, detect_task
 from understudy.testing.tiny_models import write_tiny_student
-from worker_support import REQUEST
+from worker_support import REQUEST, register_changed_review_task
 
 
 async def _eventually(condition: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) -> None:
@@ -92,16 +91,7 @@ async def test_each_task_version_is_answered_by_its_own_student(tmp_path: Path) 
     # Clients on the old schema and on the new one call at once (a rolling deploy): each task
     # version keeps its own serving student, whose heads match that version's schema.
     pool, task = _pool_and_task(tmp_path)
-    changed = copy.deepcopy(REQUEST)
-    changed["response_format"]["json_schema"]["schema"]["properties"]["sentiment"]["enum"] = [
-        "negative",
-        "neutral",
-        "positive",
-    ]
-    spec = detect_task(changed)
-    assert spec is not None
-    new_task = pool.store.register_task(spec)
-    assert (new_task.key, new_task.version) == (task.key, 2)
+    new_task = register_changed_review_task(pool.store)
     registry = pool.registry
     serving = {}
     for each in (task, new_task):

@@ -71,16 +71,17 @@ async def list_tasks(request: Request) -> list[TaskStateOut]:
 
 
 @router.get("/tasks/{key}")
-async def get_task(request: Request, key: str) -> TaskStateOut:
-    """One task's newest version; 404 ``unknown_task`` when there is none."""
+async def get_task(request: Request, key: str, version: int | None = None) -> TaskStateOut:
+    """One task's newest version (or ``?version=N``); 404 ``unknown_task`` when there is none."""
     store = store_of(request)
-    state = await anyio.to_thread.run_sync(store.task_state, key)
+    state = await anyio.to_thread.run_sync(store.task_state, key, version)
     return _state_out(state, settings_of(request))
 
 
 @router.patch("/tasks/{key}")
-async def change_task(request: Request, key: str) -> TaskStateOut:
-    """Apply a manual change to a task's newest version; returns its state afterwards."""
+async def change_task(request: Request, key: str, version: int | None = None) -> TaskStateOut:
+    """Apply a manual change to a task's newest version (or ``?version=N``: an older schema's
+    callers are still answered by its own student); returns its state afterwards."""
     _, payload = await read_json_object(request, settings_of(request).max_body_bytes)
     change = validated(TaskChangeIn, payload)
     if not change.reason.strip():
@@ -105,11 +106,13 @@ async def change_task(request: Request, key: str) -> TaskStateOut:
     reason = f"{change.reason} (api)"
 
     def apply() -> TaskState:
-        state = store.task_state(key)
+        state = store.task_state(key, version)
         if knobs:
-            state = store.update_task_state(key, reason=reason, **knobs)
+            state = store.update_task_state(key, reason=reason, version=state.version, **knobs)
         if change.mode is not None and change.mode is not state.mode:
-            state = store.set_mode(key, change.mode, reason, evidence={"via": "api"})
+            state = store.set_mode(
+                key, change.mode, reason, evidence={"via": "api"}, version=state.version
+            )
         return state
 
     state = await anyio.to_thread.run_sync(apply)

@@ -48,10 +48,14 @@ async def _understudy_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc)
 
 
+_LOCATIONS = ("body", "query", "path")
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {}
-    location = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    # The parameter's name, as OpenAI's ``param`` gives it: not where FastAPI found it.
+    location = ".".join(str(p) for p in first.get("loc", ()) if p not in _LOCATIONS)
     message = (
         f"{location}: {first.get('msg', 'invalid request')}" if location else "invalid request"
     )
