@@ -1,5 +1,5 @@
-"""An older task version (callers on an old schema) can be moved on its own, by the CLI and the
-admin API; the newest version stays the default."""
+"""An older task version (callers on an old schema) still answering is shown beside the newest,
+and can be moved on its own by the CLI and the admin API; the newest version stays the default."""
 
 from __future__ import annotations
 
@@ -69,3 +69,16 @@ def test_the_admin_api_reads_and_changes_the_version_it_is_given(
         assert missing.json()["error"]["code"] == "unknown_task"
         bad = http.get("/admin/tasks/review", params={"version": "one"})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "version"
+
+
+def test_the_task_views_show_an_older_version_still_answering(tmp_path: Path, store: Store) -> None:
+    shown = CliRunner().invoke(app, ["task", "review"])
+    assert shown.exit_code == 0, shown.output
+    assert "version 1 (cascade, student none)" in shown.output
+    with TestClient(create_app(Settings(data_dir=tmp_path), store)) as http:
+        page = http.get("/ui/tasks/review")
+        assert page.status_code == 200
+        assert "still answered by its own student: version 1 (cascade, student none)" in page.text
+
+    store.set_mode("review", Mode.TEACHER, "old clients retired", version=1)
+    assert "older schemas answered" not in CliRunner().invoke(app, ["task", "review"]).output

@@ -1,14 +1,15 @@
 """How the dashboard and its terminal mirror write numbers and facts: percentages, milliseconds,
 dollars, the graph a student serves, the switch policy's live evidence, the changes an event
-recorded ("–" for a missing value)."""
+recorded, the older task versions still answering ("–" for a missing value)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from understudy.routing import Mode
+from understudy.store.records import TaskState
 
 
 def pct(value: float | None, digits: int = 1) -> str:
@@ -84,3 +85,12 @@ def event_changes(evidence: Mapping[str, Any]) -> str:
 def task_knob(value: float | None, default: float) -> str:
     """A per-task knob as it applies: its own value, or the settings' marked "(default)"."""
     return f"{default:g} (default)" if value is None else f"{value:g}"
+
+
+def older_versions_answering(states: Sequence[TaskState]) -> str:
+    """Older task versions whose student still answers callers on their schema, e.g.
+    ``version 1 (cascade, student v3)``; empty when none."""
+    return "; ".join(
+        f"version {state.version} ({state.mode.value}, student {state.serving_version or 'none'})"
+        for state in states
+    )

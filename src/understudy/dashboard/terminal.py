@@ -14,6 +14,7 @@ from rich.text import Text
 
 from understudy.dashboard.formatting import (
     ms,
+    older_versions_answering,
     pct,
     policy_live_evidence,
     served_graph,
@@ -86,6 +87,9 @@ def print_task(console: Console, store: Store, key: str, settings: Settings) -> 
     for side, latency in o.latency.items():
         rows.append((f"{side} p50/p99", f"{ms(latency.p50_ms)} / {ms(latency.p99_ms)}"))
     rows.append(("blockers", "; ".join(o.blockers) or "none"))
+    older = [older_state for _, older_state in store.older_answering_tasks(key)]
+    if older:
+        rows.append(("older schemas answered", older_versions_answering(older)))
     for name, value in rows:
         facts.add_row(name, Text(value))
     console.print(Panel(facts, title=escape(f"{o.key} v{o.version}")))

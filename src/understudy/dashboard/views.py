@@ -23,6 +23,7 @@ from understudy.dashboard.auth import require_admin
 from understudy.dashboard.formatting import (
     event_changes,
     ms,
+    older_versions_answering,
     pct,
     policy_live_evidence,
     served_graph,
@@ -147,6 +148,7 @@ def task_page(
         modes=[m.value for m in Mode],
         target=target,
         live_evidence=policy_live_evidence(state.mode, *live),
+        older=older_versions_answering([old for _, old in store.older_answering_tasks(key)]),
         state=state,
         knobs={
             "target agreement": task_knob(state.target_agreement, settings.target_agreement),

@@ -313,11 +313,15 @@ class Store:
             rows = conn.execute(NEWEST_TASK_VERSIONS).all()
         return [(_task_of(row), _state_of(row)) for row in rows]
 
-    def older_answering_tasks(self) -> list[tuple[Task, TaskState]]:
+    def older_answering_tasks(self, key: str | None = None) -> list[tuple[Task, TaskState]]:
         """Task versions older than their key's newest whose student still answers (cascade or
-        student mode): callers on an old schema are answered by that version's student."""
+        student mode): callers on an old schema are answered by that version's student. Every
+        key's, or ``key``'s only."""
+        query = OLDER_ANSWERING_TASK_VERSIONS
+        if key is not None:
+            query = query.where(t.tasks.c.key == key)
         with self.engine.connect() as conn:
-            rows = conn.execute(OLDER_ANSWERING_TASK_VERSIONS).all()
+            rows = conn.execute(query).all()
         return [(_task_of(row), _state_of(row)) for row in rows]
 
     def cached_task(self, spec: TaskSpec) -> Task | None:
