@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from understudy.errors import ModelError
+from understudy.gateway import students
 from understudy.gateway.students import StudentPool
 from understudy.routing.modes import Mode
 from understudy.serving.registry import ModelRegistry
@@ -110,4 +112,40 @@ async def test_each_task_version_is_answered_by_its_own_student(tmp_path: Path) 
         assert current is not None and current.version == serving[each.version]
         assert current.student.heads == each.heads
     await pool.close()
+    pool.store.close()
+
+
+async def test_a_new_version_swaps_in_without_anyone_waiting_for_the_old_one_to_retire(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A replaced student stays open for requests already inside it; no call waits for that.
+    monkeypatch.setattr(students, "RETIRE_GRACE_S", 3600.0)
+    pool, task = _pool_and_task(tmp_path)
+
+    async def publish(seed: int) -> str:
+        staging = pool.registry.staging_dir(task.key)
+        version = pool.registry.publish(
+            write_tiny_student(staging, task.heads, task=task.key, seed=seed), task.key
+        )
+        pool.store.update_task_state(task.key, serving_version=version)
+        pool.forget_state(task)
+        return version
+
+    first = await publish(0)
+    loaded = await pool.wait_loaded(await pool.state(task))
+    assert loaded is not None and loaded.version == first
+    second = await publish(1)
+    # The first keeps answering while the second loads; then the second serves.
+    answering = await asyncio.wait_for(pool.wait_loaded(await pool.state(task)), 30)
+    assert answering is not None and answering.version in (first, second)
+
+    async def swapped() -> bool:
+        current = await pool.current(await pool.state(task))
+        return current is not None and current.version == second
+
+    await _eventually(swapped)
+    # Closing the pool closes the retired student at once, not after its grace.
+    await asyncio.wait_for(pool.close(), 30)
+    with pytest.raises(ModelError, match="closed"):
+        await loaded.batcher.predict("the retired student is closed with the pool")
     pool.store.close()

@@ -66,6 +66,7 @@ class StudentPool:
         self._serving: dict[tuple[str, int], ServingStudent] = {}
         self._loading: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._failed: set[tuple[str, int, str]] = set()
+        self._retiring: set[asyncio.Task[None]] = set()
 
     async def state(self, task: Task) -> TaskState:
         """The task version's state. The first call reads it from the store; later calls get
@@ -129,10 +130,12 @@ class StudentPool:
         return serving
 
     async def wait_loaded(self, state: TaskState) -> ServingStudent | None:
-        """Like ``current``, but waits for a pending load (used by tests and warm-up)."""
-        await self.current(state)
+        """Like ``current``, but when no student of this task version is loaded yet, waits for
+        its load (the first call after start-up). While a newer version loads, the loaded one
+        answers, as in ``current``."""
+        serving = await self.current(state)
         loading = self._loading.get((state.key, state.version))
-        if loading is not None:
+        if serving is None and loading is not None:
             await loading
         return self._serving.get((state.key, state.version))
 
@@ -156,13 +159,23 @@ class StudentPool:
         self._serving[task] = ServingStudent(version, student, batcher)
         logger.info("task %s (version %d): now serving student %s", task_key, task_version, version)
         if old is not None:
+            # Apart from the load, which is done: nothing waiting for it waits for the grace too.
+            retiring = asyncio.get_running_loop().create_task(self._retire(old))
+            self._retiring.add(retiring)
+            retiring.add_done_callback(self._retiring.discard)
+
+    @staticmethod
+    async def _retire(old: ServingStudent) -> None:
+        try:
             await asyncio.sleep(RETIRE_GRACE_S)
+        finally:
             await old.batcher.close()
 
     async def close(self) -> None:
         """Stop pending loads and state reads, and every batcher."""
-        for pending in [*self._loading.values(), *self._refreshing.values()]:
+        for pending in [*self._loading.values(), *self._refreshing.values(), *self._retiring]:
             pending.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         for serving in self._serving.values():
             await serving.batcher.close()
         self._serving.clear()
