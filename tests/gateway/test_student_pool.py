@@ -149,3 +149,30 @@ async def test_a_new_version_swaps_in_without_anyone_waiting_for_the_old_one_to_
     with pytest.raises(ModelError, match="closed"):
         await loaded.batcher.predict("the retired student is closed with the pool")
     pool.store.close()
+
+
+async def test_a_student_that_failed_to_load_is_tried_again_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(students, "LOAD_RETRY_S", 0.2)
+    pool, task = _pool_and_task(tmp_path)
+    staging = write_tiny_student(pool.registry.staging_dir(task.key), task.heads, task=task.key)
+    version = pool.registry.publish(staging, task.key)
+    pool.store.update_task_state(task.key, serving_version=version)
+    # The registry is briefly unreadable (a shared file system): the load fails.
+    student_file = pool.registry.path(task.key, version) / "student.json"
+    saved = student_file.read_bytes()
+    student_file.unlink()
+    with caplog.at_level(logging.ERROR):
+        assert await pool.wait_loaded(await pool.state(task)) is None
+    assert "could not load student v1" in caplog.text
+
+    student_file.write_bytes(saved)
+
+    async def loaded() -> bool:
+        current = await pool.current(await pool.state(task))
+        return current is not None and current.version == version
+
+    await _eventually(loaded)
+    await pool.close()
+    pool.store.close()

@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 # Seconds a replaced student keeps its batcher open, so requests that picked it up just before
 # the swap still get their answer from it.
 RETIRE_GRACE_S = 5.0
+# Seconds before a student version that failed to load is tried again (a shared registry that
+# was briefly unreachable, a load that ran out of memory); the previous student answers meanwhile.
+LOAD_RETRY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,8 @@ class StudentPool:
         # keeps answering with its own student, whose heads match that schema.
         self._serving: dict[tuple[str, int], ServingStudent] = {}
         self._loading: dict[tuple[str, int], asyncio.Task[None]] = {}
-        self._failed: set[tuple[str, int, str]] = set()
+        # (task key, task version, student version) -> when its load last failed (monotonic s).
+        self._failed: dict[tuple[str, int, str], float] = {}
         self._retiring: set[asyncio.Task[None]] = set()
 
     async def state(self, task: Task) -> TaskState:
@@ -121,7 +125,9 @@ class StudentPool:
         wanted = state.serving_version
         if wanted is None:
             return None
-        if (serving is None or serving.version != wanted) and (*task, wanted) not in self._failed:
+        failed_at = self._failed.get((*task, wanted))
+        retry = failed_at is None or time.monotonic() - failed_at >= LOAD_RETRY_S
+        if (serving is None or serving.version != wanted) and retry:
             loading = self._loading.get(task)
             if loading is None or loading.done():
                 self._loading[task] = asyncio.get_running_loop().create_task(
@@ -144,15 +150,17 @@ class StudentPool:
         try:
             student = await anyio.to_thread.run_sync(self.registry.load, task_key, version)
         except Exception:
-            # A broken artifact must not take the task down: keep the old student, log, and do
-            # not retry this version (the worker will publish another).
+            # A broken artifact must not take the task down: keep the old student, log, and try
+            # this version again only after LOAD_RETRY_S.
             logger.exception(
-                "task %s (version %d): could not load student %s; keeping the old one",
+                "task %s (version %d): could not load student %s; keeping the old one, trying "
+                "again in %.0f s",
                 task_key,
                 task_version,
                 version,
+                LOAD_RETRY_S,
             )
-            self._failed.add((task_key, task_version, version))
+            self._failed[(task_key, task_version, version)] = time.monotonic()
             return
         batcher = MicroBatcher(student, max_batch=self.max_batch, max_wait_ms=self.max_wait_ms)
         old = self._serving.get(task)
