@@ -46,6 +46,17 @@ def task(store: Store) -> Task:
     return register_review_task(store)
 
 
+def worker_with_a_cascading_student(
+    settings: Settings, store: Store, task: Task, seed: int
+) -> Worker:
+    """A worker that trained, published and promoted a student of 400 teacher calls."""
+    log_teacher_calls(store, task, 400, seed=seed)
+    worker = Worker(settings, store)
+    worker.run_once()
+    assert store.task_state("review").mode is Mode.CASCADE
+    return worker
+
+
 def test_nothing_trains_before_enough_labels(settings: Settings, store: Store, task: Task) -> None:
     log_teacher_calls(store, task, 50, seed=1)
     assert Worker(settings, store).run_once() == []
@@ -92,10 +103,7 @@ def test_a_candidate_that_does_not_beat_the_serving_student_is_not_published(
 def test_a_candidate_that_could_answer_nothing_does_not_replace_an_answering_student(
     settings: Settings, store: Store, task: Task
 ) -> None:
-    log_teacher_calls(store, task, 400, seed=6)
-    worker = Worker(settings, store)
-    worker.run_once()
-    assert store.task_state("review").mode is Mode.CASCADE
+    worker = worker_with_a_cascading_student(settings, store, task, seed=6)
     # A target no held-out set of this size can confirm: the next candidate has no threshold.
     store.update_task_state("review", target_agreement=0.9999)
     # Reviews in words the serving student never saw: the candidate agrees more than it does on
@@ -111,10 +119,7 @@ def test_a_candidate_that_could_answer_nothing_does_not_replace_an_answering_stu
 
 
 def test_live_drift_rolls_the_task_back(settings: Settings, store: Store, task: Task) -> None:
-    log_teacher_calls(store, task, 400, seed=5)
-    worker = Worker(settings, store)
-    worker.run_once()
-    assert store.task_state("review").mode is Mode.CASCADE
+    worker = worker_with_a_cascading_student(settings, store, task, seed=5)
     # The teacher changed its mind: audits of the student's answers now disagree.
     for i in range(25):
         log_audited_student_answer(store, task, f"student-{i}", teacher_label="negative")
@@ -129,10 +134,7 @@ def test_live_drift_rolls_the_task_back(settings: Settings, store: Store, task: 
 def test_drift_on_an_older_schema_still_answered_rolls_it_back(
     settings: Settings, store: Store, task: Task
 ) -> None:
-    log_teacher_calls(store, task, 400, seed=5)
-    worker = Worker(settings, store)
-    worker.run_once()
-    assert store.task_state("review").mode is Mode.CASCADE
+    worker = worker_with_a_cascading_student(settings, store, task, seed=5)
     # The schema changed (version 2), but clients on the old one still call: version 1's student
     # answers them, and its audits now disagree.
     register_changed_review_task(store)

@@ -167,7 +167,8 @@ class StudentPool:
         self._serving[task] = ServingStudent(version, student, batcher)
         logger.info("task %s (version %d): now serving student %s", task_key, task_version, version)
         if old is not None:
-            # Apart from the load, which is done: nothing waiting for it waits for the grace too.
+            # Retired in a task of its own: whoever waits for this load must not wait out the
+            # old student's grace as well.
             retiring = asyncio.get_running_loop().create_task(self._retire(old))
             self._retiring.add(retiring)
             retiring.add_done_callback(self._retiring.discard)
