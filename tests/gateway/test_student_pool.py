@@ -62,7 +62,7 @@ async def test_forgetting_a_state_reads_it_again_at_once(tmp_path: Path) -> None
     pool, task = _pool_and_task(tmp_path)
     await pool.state(task)
     pool.store.set_mode(task.key, Mode.TEACHER, reason="test")
-    pool.forget_state(task)
+    pool.forget_state(task.key, task.version)
     assert (await pool.state(task)).mode is Mode.TEACHER
     pool.store.close()
 
@@ -128,7 +128,7 @@ async def test_a_new_version_swaps_in_without_anyone_waiting_for_the_old_one_to_
             write_tiny_student(staging, task.heads, task=task.key, seed=seed), task.key
         )
         pool.store.update_task_state(task.key, serving_version=version)
-        pool.forget_state(task)
+        pool.forget_state(task.key, task.version)
         return version
 
     first = await publish(0)

@@ -292,3 +292,28 @@ def test_audits_past_the_limit_are_skipped_while_the_teacher_is_slow(
         client.post("/chat/completions", json=sentiment_request("good again"))
         poll(lambda: audited() == 3, "a later audit to go through")
         assert skipped() == 4
+
+
+def test_an_admin_change_is_in_force_from_this_gateway_s_next_call(settings: Settings) -> None:
+    with student_standing_by(settings) as (client, store):
+        store.update_task_state("sentiment", threshold=0.0, reason="test: the student answers")
+
+        def answered_by() -> str:
+            response = client.post("/chat/completions", json=sentiment_request("good stuff"))
+            return str(response.headers["x-understudy-answered-by"])
+
+        poll(lambda: answered_by() == "student", "the student to answer")
+        root = str(client.base_url).removesuffix("/").removesuffix("/v1")
+        off = httpx.patch(
+            f"{root}/admin/tasks/sentiment", json={"reason": "incident", "mode": "teacher"}
+        )
+        assert off.status_code == 200, off.text
+        # Not after the gateway's next refresh of its cached state: at once.
+        assert answered_by() == "teacher"
+        # The same for the dashboard's forms.
+        on = httpx.post(
+            f"{root}/ui/tasks/sentiment/mode",
+            data={"mode": "cascade", "reason": "incident over", "confirm": "yes"},
+        )
+        assert on.status_code == 303, on.text
+        assert answered_by() == "student"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -43,6 +43,9 @@ from understudy.store import Store, switch
 from understudy.store import queries as q
 from understudy.store.tables import utcnow
 from understudy.store.worker_status import worker_status
+
+if TYPE_CHECKING:  # the gateway imports this module: no import of it at run time
+    from understudy.gateway.students import StudentPool
 
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_TYPES = {".css": "text/css", ".js": "text/javascript"}
@@ -77,6 +80,11 @@ def _store(request: Request) -> Store:
 
 def _settings(request: Request) -> Settings:
     return cast(Settings, request.app.state.settings)
+
+
+def _students(request: Request) -> StudentPool:
+    """The gateway's serving students, whose cached task states a change here must refresh."""
+    return cast("StudentPool", request.app.state.students)
 
 
 def _page(template: str, **context: Any) -> HTMLResponse:
@@ -254,7 +262,8 @@ async def change_mode(request: Request, key: str) -> HTMLResponse | RedirectResp
         return _confirm(
             key, "mode", f"mode {current.mode.value} → {mode.value}", mode=mode.value, reason=reason
         )
-    store.set_mode(key, mode, f"{reason} (dashboard)", evidence={"via": "dashboard"})
+    state = store.set_mode(key, mode, f"{reason} (dashboard)", evidence={"via": "dashboard"})
+    _students(request).forget_state(key, state.version)
     return _redirect(key, f"mode changed to {mode.value}")
 
 
@@ -279,7 +288,8 @@ async def change_threshold(request: Request, key: str) -> HTMLResponse | Redirec
         return _confirm(
             key, "threshold", f"threshold {before} → {shown}", threshold=raw, reason=reason
         )
-    store.update_task_state(key, threshold=threshold, reason=f"{reason} (dashboard)")
+    state = store.update_task_state(key, threshold=threshold, reason=f"{reason} (dashboard)")
+    _students(request).forget_state(key, state.version)
     return _redirect(key, f"threshold set to {shown}")
 
 
@@ -312,7 +322,8 @@ async def change_knobs(request: Request, key: str) -> HTMLResponse | RedirectRes
         return _confirm(
             key, "knobs", shown, target_agreement=raw_target, audit_rate=raw_audit, reason=reason
         )
-    store.update_task_state(key, reason=f"{reason} (dashboard)", **changes)
+    state = store.update_task_state(key, reason=f"{reason} (dashboard)", **changes)
+    _students(request).forget_state(key, state.version)
     return _redirect(key, f"set {shown}")
 
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from understudy.errors import InvalidRequest
 from understudy.gateway.body import read_json_object, validated
 from understudy.gateway.state import settings_of, store_of
+from understudy.gateway.student_path import students_of
 from understudy.routing.modes import Mode
 from understudy.routing.overrides import (
     check_audit_rate,
@@ -116,6 +117,7 @@ async def change_task(request: Request, key: str, version: int | None = None) ->
         return state
 
     state = await anyio.to_thread.run_sync(apply)
+    students_of(request).forget_state(key, state.version)  # in force from this gateway's next call
     return _state_out(state, settings_of(request))
 
 

@@ -107,10 +107,11 @@ class StudentPool:
         self._states[key] = (state, time.monotonic())
         return state
 
-    def forget_state(self, task: Task) -> None:
-        """Drop the cached state so the next call re-reads it (after a mode change here); a
-        background read already under way is dropped too, as it may predate the change."""
-        key = (task.key, task.version)
+    def forget_state(self, task_key: str, task_version: int) -> None:
+        """Drop the cached state so the next call re-reads it (after a change made through this
+        gateway: the admin API, the dashboard); a background read already under way is dropped
+        too, as it may predate the change."""
+        key = (task_key, task_version)
         self._states.pop(key, None)
         refreshing = self._refreshing.pop(key, None)
         if refreshing is not None:
