@@ -3,6 +3,7 @@ and can be moved on its own by the CLI and the admin API; the newest version sta
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,4 +82,10 @@ def test_the_task_views_show_an_older_version_still_answering(tmp_path: Path, st
         assert "still answered by its own student: version 1 (cascade, student none)" in page.text
 
     store.set_mode("review", Mode.TEACHER, "old clients retired", version=1)
-    assert "older schemas answered" not in CliRunner().invoke(app, ["task", "review"]).output
+    shown = CliRunner().invoke(app, ["task", "review"])
+    assert "older schemas answered" not in shown.output
+    # Events (and runs) say which schema they concern.
+    assert re.search(r"│ 1\s+│ mode\s+│ cascade →", shown.output), shown.output
+    with TestClient(create_app(Settings(data_dir=tmp_path), store)) as http:
+        page = http.get("/ui/tasks/review").text
+        assert re.search(r"<td>1</td><td>mode</td>\s*<td>cascade → teacher</td>", page)

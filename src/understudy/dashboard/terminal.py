@@ -94,12 +94,13 @@ def print_task(console: Console, store: Store, key: str, settings: Settings) -> 
         facts.add_row(name, Text(value))
     console.print(Panel(facts, title=escape(f"{o.key} v{o.version}")))
     runs = Table(title="Student runs")
-    for column in ("run", "kind", "status", "version", "graph", "agreement", "coverage"):
+    for column in ("run", "schema", "kind", "status", "version", "graph", "agreement", "coverage"):
         runs.add_column(column)
     for run in store.student_runs(key)[:10]:
         metrics = run.metrics or {}
         runs.add_row(
             str(run.id),
+            str(run.task_version),
             run.kind,
             # Text, not markup: an error message may hold brackets.
             Text(f"{run.status}\n{metrics['error']}" if metrics.get("error") else run.status),
@@ -110,12 +111,13 @@ def print_task(console: Console, store: Store, key: str, settings: Settings) -> 
         )
     console.print(runs)
     events = Table(title="Recent events")
-    for column in ("when", "event", "change", "reason"):
+    for column in ("when", "schema", "event", "change", "reason"):
         events.add_column(column)
     for event in store.events(key, limit=10):
         change = f"{event.from_mode or '–'} → {event.to_mode}" if event.to_mode else ""
         events.add_row(
             event.created_at.strftime("%Y-%m-%d %H:%M"),
+            str(event.task_version or "–"),
             event.kind,
             change,
             Text(event.reason or ""),
