@@ -25,11 +25,15 @@ import openai
 import pytest
 import sqlalchemy as sa
 
+from understudy.processes import ProcessRef
+from understudy.routing.modes import Mode
 from understudy.settings import Settings
-from understudy.store import CallKind, CallRecord, open_store
+from understudy.store import CallKind, CallRecord, open_store, switch
 from understudy.store.worker_lock import WorkerLock
 from understudy.testing.fake_teacher import FakeTeacher, run_fake_teacher
 from understudy.testing.gateway import run_gateway
+from understudy.worker import Worker
+from worker_support import register_changed_review_task, register_review_task
 
 SCHEMA = {
     "type": "object",
@@ -198,3 +202,25 @@ def test_one_worker_holds_the_lock_until_its_process_dies(database_url: str) -> 
     assert not second.taken_elsewhere()
     assert second.acquire()
     second.release()
+
+
+def test_older_versions_and_command_runs_on_postgres(database_url: str, tmp_path: Path) -> None:
+    settings = Settings(database_url=database_url, data_dir=tmp_path, student_kinds=["ngram"])
+    store = open_store(settings)
+    old = register_review_task(store)
+    register_changed_review_task(store)
+    store.set_mode("review", Mode.CASCADE, "promoted", version=1)
+    assert [task.version for task, _ in store.older_answering_tasks()] == [1]
+    assert store.older_answering_tasks("other") == []
+    # A worker's pass applies the switch policy to the old version there too (it has no student).
+    actions = Worker(settings, store).run_once()
+    assert [(a.what, a.detail) for a in actions] == [
+        ("mode cascade -> shadow", "no serving student")
+    ]
+    assert store.task_state("review", 1).mode is Mode.SHADOW
+
+    live = store.start_student_run(old, "ngram", 10, started_by=ProcessRef.current())
+    gone = store.start_student_run(old, "ngram", 10)
+    assert switch.interrupt_running_runs(store) == [(gone, "review", "ngram")]
+    assert store.student_run_status(live) == "running"
+    store.close()
