@@ -257,6 +257,14 @@ class Worker:
         it became. Without, every due student trains inside this pass.
         """
         actions = [action for outcome in self._lane.outcomes() for action in outcome]
+        for run in switch.interrupt_running_runs(self.store, commands_only=True):
+            logger.warning(
+                "task %s: %s run %d was left running by an `understudy train` that stopped "
+                "without finishing it: marked interrupted",
+                run.task_key,
+                run.kind,
+                run.id,
+            )
         for task, state in self.store.latest_tasks():
             actions.extend(self.step(task, state, background=background))
         for task, state in self.store.older_answering_tasks():

@@ -125,6 +125,17 @@ def test_runs_of_a_live_command_are_left_running(store: Store, task: Task) -> No
     live = store.start_student_run(task, "probe", started_by=ProcessRef.current())
     elsewhere = store.start_student_run(task, "probe", started_by=ProcessRef(1, f"not-{here}"))
     dead = store.start_student_run(task, "probe", started_by=ProcessRef(exited.pid, here))
-    assert switch.interrupt_running_runs(store) == [(dead, "sentiment", "probe")]
+    workers = store.start_student_run(task, "probe")
+    # Each worker pass: only the runs of commands that have exited.
+    assert switch.interrupt_running_runs(store, commands_only=True) == [
+        (dead, "sentiment", "probe")
+    ]
+    # A worker taking the lock: the worker's runs too.
+    assert switch.interrupt_running_runs(store) == [(workers, "sentiment", "probe")]
     statuses = {run.id: run.status for run in store.student_runs("sentiment")}
-    assert statuses == {live: "running", elsewhere: "running", dead: "interrupted"}
+    assert statuses == {
+        live: "running",
+        elsewhere: "running",
+        dead: "interrupted",
+        workers: "interrupted",
+    }

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import random
+import socket
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from understudy.processes import ProcessRef
 from understudy.serving.registry import ModelRegistry
 from understudy.settings import Settings
 from understudy.store import CallKind, CallRecord, Store, open_store
@@ -19,6 +22,7 @@ from understudy.worker import Worker
 from worker_support import REQUEST
 
 WORDS = {"positive": ["great", "wonderful", "superb"], "negative": ["awful", "boring", "dreadful"]}
+HOST = socket.gethostname()
 FILLER = ["the", "film", "plot", "acting", "story", "was", "really", "quite", "ending", "cast"]
 
 
@@ -110,3 +114,16 @@ def test_ctrl_c_interrupts_the_run_and_removes_its_staging(
 
     assert [run.status for run in store.student_runs("review")] == ["interrupted"]
     assert list(settings.models_dir.rglob("*staging*")) == []
+
+
+def test_the_worker_closes_the_run_of_a_command_killed_mid_training(
+    settings: Settings, store: Store
+) -> None:
+    killed = subprocess.Popen(["true"])
+    killed.wait()
+    task = store.get_task("review")
+    run = store.start_student_run(task, "finetune", 140, started_by=ProcessRef(killed.pid, HOST))
+    Worker(settings.model_copy(update={"student_kinds": ["ngram"]}), store).run_once()
+    (closed,) = [r for r in store.student_runs("review") if r.id == run]
+    assert closed.status == "interrupted" and closed.metrics is not None
+    assert closed.metrics["abandoned"] is True

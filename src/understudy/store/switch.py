@@ -157,9 +157,11 @@ ABANDONED_RUN_ERROR = (
 )
 
 
-def _command_may_be_training(metrics: Mapping[str, object] | None) -> bool:
+def _abandoned(metrics: Mapping[str, object] | None, commands_only: bool) -> bool:
     started_by = ProcessRef.from_json((metrics or {}).get("started_by"))
-    return started_by is not None and started_by.may_be_alive()
+    if started_by is None:  # the worker's: abandoned when another worker takes the lock
+        return not commands_only
+    return not started_by.may_be_alive()
 
 
 class AbandonedRun(NamedTuple):
@@ -170,12 +172,13 @@ class AbandonedRun(NamedTuple):
     kind: str
 
 
-def interrupt_running_runs(store: Store) -> list[AbandonedRun]:
+def interrupt_running_runs(store: Store, *, commands_only: bool = False) -> list[AbandonedRun]:
     """Mark runs left ``running`` by a worker that died as ``interrupted``, with
     ``abandoned: true`` and ``ABANDONED_RUN_ERROR`` added to their metrics; returns them.
 
     Runs a command trains (``started_by``: ``understudy train``) are left alone while their
-    process may be alive, and marked like the worker's once it has exited.
+    process may be alive, and marked like the worker's once it has exited. ``commands_only``
+    (what each worker pass does) marks only those.
     """
     runs = t.student_runs
     with store.engine.begin() as conn:
@@ -186,7 +189,7 @@ def interrupt_running_runs(store: Store) -> list[AbandonedRun]:
                 .join(t.tasks, runs.c.task_id == t.tasks.c.id)
                 .where(runs.c.status == "running")
             ).all()
-            if not _command_may_be_training(row.metrics)
+            if _abandoned(row.metrics, commands_only)
         ]
         for row in rows:
             conn.execute(
