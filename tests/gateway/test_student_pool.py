@@ -10,9 +10,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from understudy.errors import ModelError
-from understudy.gateway import students
+from understudy.gateway import create_app, students
 from understudy.gateway.students import StudentPool
 from understudy.routing.modes import Mode
 from understudy.serving.registry import ModelRegistry
@@ -20,7 +21,7 @@ from understudy.settings import Settings
 from understudy.store import open_store
 from understudy.tasks import Task, detect_task
 from understudy.testing.tiny_models import write_tiny_student
-from worker_support import REQUEST, register_changed_review_task
+from worker_support import REQUEST, register_changed_review_task, register_review_task
 
 
 async def _eventually(condition: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) -> None:
@@ -176,3 +177,20 @@ async def test_a_student_that_failed_to_load_is_tried_again_later(
     await _eventually(loaded)
     await pool.close()
     pool.store.close()
+
+
+def test_classify_says_when_the_serving_student_could_not_be_loaded(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    store = open_store(settings)
+    task = register_review_task(store)
+    registry = ModelRegistry(settings.models_dir)
+    staging = write_tiny_student(registry.staging_dir(task.key), task.heads, task=task.key)
+    version = registry.publish(staging, task.key)
+    store.update_task_state(task.key, serving_version=version)
+    (registry.path(task.key, version) / "student.json").unlink()
+    with TestClient(create_app(settings, store)) as http:
+        response = http.post("/v1/classify", json={"task": "review", "text": "a fine film"})
+    error = response.json()["error"]
+    assert response.status_code == 500 and error["code"] == "model_error"
+    assert "student v1 could not be loaded" in error["message"]
+    store.close()

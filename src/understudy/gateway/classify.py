@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, model_validator
 
-from understudy.errors import InvalidRequest, NoStudent
+from understudy.errors import InvalidRequest, ModelError, NoStudent
 from understudy.gateway.body import read_json_object, validated
 from understudy.gateway.state import (
     call_log_of,
@@ -83,6 +83,11 @@ async def classify(request: Request) -> JSONResponse:
     pool = students_of(request)
     state = await pool.state(task)
     serving = await pool.wait_loaded(state)
+    if serving is None and state.serving_version is not None:
+        raise ModelError(
+            f"task {task.key!r}: its student {state.serving_version} could not be loaded (see "
+            "the gateway's log); the gateway tries again every minute"
+        )
     if serving is None:
         raise NoStudent(
             f"task {task.key!r} has no serving student yet; it is still learning from the "
