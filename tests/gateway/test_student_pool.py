@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -193,4 +194,32 @@ def test_classify_says_when_the_serving_student_could_not_be_loaded(tmp_path: Pa
     error = response.json()["error"]
     assert response.status_code == 500 and error["code"] == "model_error"
     assert "student v1 could not be loaded" in error["message"]
+    store.close()
+
+
+def test_the_students_of_answering_tasks_load_at_start_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(data_dir=tmp_path, audit_rate=0.0)
+    store = open_store(settings)
+    task = register_review_task(store)
+    registry = ModelRegistry(settings.models_dir)
+    staging = write_tiny_student(registry.staging_dir(task.key), task.heads, task=task.key)
+    store.update_task_state(task.key, serving_version=registry.publish(staging, task.key))
+    store.set_mode(task.key, Mode.STUDENT, "test: the student answers everything")
+    request = {
+        **REQUEST,
+        "model": "gpt-x",
+        "messages": [{"role": "user", "content": "Classify this review: a fine film"}],
+    }
+    caplog.set_level(logging.INFO, logger="understudy.gateway.students")
+    with TestClient(create_app(settings, store)) as http:
+        deadline = time.monotonic() + 30
+        while "now serving student v1" not in caplog.text:
+            assert time.monotonic() < deadline, "the student was not loaded at start-up"
+            time.sleep(0.02)
+        # So the very first call is the student's, not the teacher's (there is none here).
+        first = http.post("/v1/chat/completions", json=request)
+    assert first.status_code == 200, first.text
+    assert first.headers["x-understudy-answered-by"] == "student"
     store.close()

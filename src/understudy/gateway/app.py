@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         # Started here, not in create_app, so an app that is never served starts no thread.
         call_log = await anyio.to_thread.run_sync(CallLog, store, settings.journal_dir)
         app.state.call_log = call_log
+        await students.warm_up()
         yield
         if background:
             await asyncio.wait(set(background), timeout=settings.upstream_timeout_s)

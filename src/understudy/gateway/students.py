@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import anyio
 
+from understudy.routing.modes import Mode
 from understudy.serving.batcher import MicroBatcher
 from understudy.serving.registry import ModelRegistry
 from understudy.serving.student import Student
@@ -180,6 +181,21 @@ class StudentPool:
             await asyncio.sleep(RETIRE_GRACE_S)
         finally:
             await old.batcher.close()
+
+    async def warm_up(self) -> None:
+        """Start loading the serving student of every task version that answers with one
+        (cascade or student mode), so the first calls after start-up are not sent to the teacher
+        while it loads. A failure is logged: calls then load students as they come."""
+        try:
+            versions = await anyio.to_thread.run_sync(
+                lambda: [*self.store.latest_tasks(), *self.store.older_answering_tasks()]
+            )
+        except Exception:
+            logger.exception("could not read the tasks to load their students ahead of calls")
+            return
+        for task, state in versions:
+            if state.mode in (Mode.CASCADE, Mode.STUDENT) and task.student_can_answer:
+                await self.current(state)
 
     async def close(self) -> None:
         """Stop pending loads and state reads, and every batcher."""
