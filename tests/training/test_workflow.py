@@ -1,4 +1,5 @@
-"""train_and_publish from the gateway's store: held-out calls evaluate, the run is logged."""
+"""train_and_publish from the gateway's store: held-out calls evaluate, the run is logged, and a
+worker beside it leaves the run alone while the command lives and closes it once it is gone."""
 
 from __future__ import annotations
 
