@@ -1,6 +1,8 @@
-"""The gateway's cache of task states: only a task's first call reads the store; later calls
-get the cached state while one background read refreshes it, and a failing read keeps the last
-known state."""
+"""The gateway's pool of task states and serving students. Only a task's first call reads the
+store; later calls get the cached state while one background read refreshes it, and a failing
+read keeps the last known state. Each task version has its own student; a new one swaps in
+while the old one answers, without anyone waiting out the old one's grace; a failed load is
+retried; the students of answering tasks load at start-up."""
 
 from __future__ import annotations
 
