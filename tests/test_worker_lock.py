@@ -1,6 +1,6 @@
 """One worker per database: a second worker on the same SQLite file stands by, leaves the first
-one's training runs alone, and takes over when the lock is free (the PostgreSQL lock is tested in
-tests/store/test_postgres.py)."""
+one's training runs alone, and takes over when the lock is free; a worker whose run was taken
+over does not publish (the PostgreSQL lock is tested in tests/store/test_postgres.py)."""
 
 from __future__ import annotations
 
