@@ -1,5 +1,6 @@
 """An older task version (callers on an old schema) still answering is shown beside the newest,
-and can be moved on its own by the CLI and the admin API; the newest version stays the default."""
+and can be moved and tuned on its own by the CLI and the admin API; the newest version stays the
+default."""
 
 from __future__ import annotations
 
@@ -47,6 +48,12 @@ def test_the_cli_moves_the_version_it_is_given(store: Store) -> None:
 
     missing = runner.invoke(app, ["mode", "review", "shadow", "--version", "3"])
     assert missing.exit_code == 1 and "no task 'review' version 3" in missing.output
+
+    tuned = runner.invoke(app, ["tune", "review", "--audit-rate", "0.5", "--version", "1"])
+    assert tuned.exit_code == 0, tuned.output
+    assert "review (version 1): target agreement 0.98 (default), audit rate 0.5" in tuned.output
+    assert store.task_state("review", 1).audit_rate == 0.5
+    assert store.task_state("review", 2).audit_rate is None
 
 
 def test_the_admin_api_reads_and_changes_the_version_it_is_given(

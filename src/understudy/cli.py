@@ -24,6 +24,17 @@ def main() -> None:
     """understudy: an OpenAI-compatible gateway that trains and serves students."""
 
 
+# A task version, for the commands that change one (default: the newest).
+TaskVersionOption = Annotated[
+    int | None,
+    typer.Option(
+        "--version",
+        help="Task version (default: the newest; callers on an older schema are still answered "
+        "by that version's student).",
+    ),
+]
+
+
 @app.command()
 def serve(
     host: Annotated[
@@ -510,13 +521,7 @@ def set_mode(
     reason: Annotated[str, typer.Option(help="Why; recorded in the task's audit log.")] = (
         "set by an operator"
     ),
-    version: Annotated[
-        int | None,
-        typer.Option(
-            help="Task version (default: the newest; older schemas' callers are still "
-            "answered by their own version)."
-        ),
-    ] = None,
+    version: TaskVersionOption = None,
 ) -> None:
     """Move a task to another mode (recorded as an event with the reason)."""
     from rich.console import Console
@@ -561,6 +566,7 @@ def tune_task(
     reason: Annotated[str, typer.Option(help="Why; recorded in the task's audit log.")] = (
         "set by an operator"
     ),
+    version: TaskVersionOption = None,
 ) -> None:
     """Set a task's own target agreement and audit rate (recorded as an event with the reason)."""
     from rich.console import Console
@@ -582,12 +588,14 @@ def tune_task(
             changes["target_agreement"] = parse_target_agreement(target_agreement)
         if audit_rate is not None:
             changes["audit_rate"] = parse_audit_rate(audit_rate)
-        state = open_store(settings).update_task_state(task, reason=f"{reason} (cli)", **changes)
+        state = open_store(settings).update_task_state(
+            task, reason=f"{reason} (cli)", version=version, **changes
+        )
     except UnderstudyError as exc:
         console.print(exc.message, style="red", markup=False)
         raise typer.Exit(1) from exc
     console.print(
-        f"{task}: target agreement "
+        f"{task} (version {state.version}): target agreement "
         f"{task_knob(state.target_agreement, settings.target_agreement)}, "
         f"audit rate {task_knob(state.audit_rate, settings.audit_rate)}",
         markup=False,
