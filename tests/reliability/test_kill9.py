@@ -193,4 +193,15 @@ def test_serve_starts_another_worker_when_its_worker_dies(
     finally:
         serve.send_signal(signal.SIGKILL)  # no clean-up runs: the worker must stop by itself
         serve.wait(timeout=30)
-    poll(lambda: worker_pid() is None, "the worker to stop with serve")
+    try:
+        poll(lambda: worker_pid() is None, "the worker to stop with serve")
+    except AssertionError:
+        # Say what the worker was doing (it logs to serve's output), to tell a stuck stop from
+        # a missed signal.
+        pid = worker_pid()
+        status = Path(f"/proc/{pid}/status")
+        state = status.read_text()[:300] if pid and status.exists() else "no such process"
+        raise AssertionError(
+            f"worker {pid} still holds the worker lock 60 s after serve died ({state}); "
+            f"serve's output:\n{log.read_text()[-4000:]}"
+        ) from None
