@@ -57,16 +57,11 @@ def log_teacher_calls(
     for i in range(start, start + count):
         text, label = review(rng, words)
         store.record_call(
-            CallRecord(
-                id=f"call-{i}",
-                kind=CallKind.CLASSIFICATION,
-                request=REQUEST,
-                response={},
-                status_code=200,
-                task=task,
-                user_text=text,
-                input_text=text,
-                labels={"sentiment": label},
+            review_call(
+                task,
+                f"call-{i}",
+                text,
+                label,
                 label_source=LabelSource.TEACHER,
                 answered_by="teacher",
             )
@@ -83,6 +78,29 @@ def student_answer(
     request: dict[str, Any] = REQUEST,
 ) -> CallRecord:
     """A call of ``task`` that student ``version`` answered with sentiment ``label``."""
+    return review_call(
+        task,
+        call_id,
+        text,
+        label,
+        request=request,
+        answered_by="student",
+        student_version=version,
+        confidence=0.99,
+    )
+
+
+def review_call(
+    task: Task,
+    call_id: str,
+    text: str,
+    label: str,
+    *,
+    request: dict[str, Any] = REQUEST,
+    **fields: Any,
+) -> CallRecord:
+    """A logged classification call of ``task`` on ``text`` labelled ``label``; ``fields`` say
+    who answered it."""
     return CallRecord(
         id=call_id,
         kind=CallKind.CLASSIFICATION,
@@ -93,9 +111,7 @@ def student_answer(
         user_text=text,
         input_text=text,
         labels={"sentiment": label},
-        answered_by="student",
-        student_version=version,
-        confidence=0.99,
+        **fields,
     )
 
 

@@ -4,7 +4,6 @@ worker beside it leaves the run alone while the command lives and closes it once
 from __future__ import annotations
 
 import json
-import random
 import socket
 import subprocess
 from pathlib import Path
@@ -15,16 +14,13 @@ import pytest
 from understudy.processes import ProcessRef
 from understudy.serving.registry import ModelRegistry
 from understudy.settings import Settings
-from understudy.store import CallKind, CallRecord, Store, open_store
-from understudy.tasks import LabelSource, detect_task
+from understudy.store import Store, open_store
 from understudy.training import workflow
 from understudy.training.workflow import task_data, train_and_publish
 from understudy.worker import Worker
-from worker_support import REQUEST
+from worker_support import log_teacher_calls, register_review_task
 
-WORDS = {"positive": ["great", "wonderful", "superb"], "negative": ["awful", "boring", "dreadful"]}
 HOST = socket.gethostname()
-FILLER = ["the", "film", "plot", "acting", "story", "was", "really", "quite", "ending", "cast"]
 
 
 @pytest.fixture()
@@ -35,28 +31,7 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture()
 def store(settings: Settings) -> Store:
     store = open_store(settings)
-    spec = detect_task(REQUEST)
-    assert spec is not None
-    task = store.register_task(spec)
-    rng = random.Random(0)
-    for i in range(200):
-        label = rng.choice(sorted(WORDS))
-        words = [*rng.sample(FILLER, 5), rng.choice(WORDS[label])]
-        store.record_call(
-            CallRecord(
-                id=f"call-{i}",
-                kind=CallKind.CLASSIFICATION,
-                request=REQUEST,
-                response={},
-                status_code=200,
-                task=task,
-                user_text=" ".join(words),
-                input_text=" ".join(words),
-                labels={"sentiment": label},
-                label_source=LabelSource.TEACHER,
-                answered_by="teacher",
-            )
-        )
+    log_teacher_calls(store, register_review_task(store), 200, seed=0)
     return store
 
 
